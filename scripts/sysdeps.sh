@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sixpn needs, only those that are missing (idempotent, quiet when
+# there is nothing to do). --no-install-recommends: wireguard-tools' recommends would pull in a
+# kernel image. Extra package names given as arguments are installed too.
+set -euo pipefail
+
+packages=(
+  iproute2      # ip netns, veth: the lab and the agent's tests
+  sqlite3       # inspecting the control plane's store by hand
+  "$@"
+)
+
+missing=()
+for pkg in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "sysdeps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  exit 1
+fi
+echo "sysdeps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,104 @@
+"""The `sixpn` entry point: the root group, error handling and exit codes.
+
+Exit codes: 0 success, 1 failure (the API refused, the server is unreachable, ...), 2 usage
+errors (a missing or malformed argument, found by click or by the API's validation of a field
+the user typed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+import sixpn
+from sixpn.model.errors import InvalidInput, SixpnError
+
+
+class Group(click.Group):
+    """Turns sixpn errors into a one-line message and the right exit code."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except InvalidInput as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(2)
+        except SixpnError as exc:
+            click.echo(f"error: {exc.message}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(sixpn.__version__, prog_name="sixpn")
+def cli() -> None:
+    """sixpn: private IPv6 networks (6PN) for every organization on a fleet of hosts."""
+    logging.basicConfig(
+        level=os.environ.get("SIXPN_LOG_LEVEL", "INFO").upper(),
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+
+
+@cli.command()
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default="/var/lib/sixpn/server.db",
+    show_default=True,
+    envvar="SIXPN_DB",
+    help="SQLite store file (created if missing).",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:7180",
+    show_default=True,
+    envvar="SIXPN_LISTEN",
+    help="ADDRESS:PORT to serve the API on ([::]:7180 for every address).",
+)
+@click.option(
+    "--admin-token",
+    envvar="SIXPN_ADMIN_TOKEN",
+    help="Install this admin token (else one is generated on first start and printed once).",
+)
+@click.option(
+    "--join-token",
+    "join_tokens",
+    multiple=True,
+    envvar="SIXPN_JOIN_TOKEN",
+    help="Install this join token for hosts (repeatable).",
+)
+@click.option(
+    "--regions",
+    "regions_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="TOML file of extra regions: [[region]] code, name, latitude, longitude.",
+)
+@click.option("--heartbeat", default=10.0, show_default=True, help="Change-stream heartbeat, s.")
+def server(
+    db: Path,
+    listen: str,
+    admin_token: str | None,
+    join_tokens: tuple[str, ...],
+    regions_file: Path | None,
+    heartbeat: float,
+) -> None:
+    """Run the control plane (HTTP API over the store)."""
+    from sixpn.runtime.server import ServerSettings, serve
+
+    settings = ServerSettings(
+        db=db,
+        listen=listen,
+        admin_token=admin_token,
+        join_tokens=join_tokens,
+        regions_file=regions_file,
+        heartbeat_seconds=heartbeat,
+    )
+    asyncio.run(serve(settings))
+
+
+def main() -> None:
+    cli(prog_name="sixpn")

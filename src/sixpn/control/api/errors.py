@@ -1,0 +1,37 @@
+"""One map from the error tree to HTTP answers: ``{"error": {"code", "message", "field"}}``."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from sixpn.model.errors import InvalidInput, SixpnError
+
+
+def error_response(exc: SixpnError) -> JSONResponse:
+    return JSONResponse({"error": exc.to_dict()}, status_code=exc.status)
+
+
+def _field_of(loc: tuple[int | str, ...]) -> str:
+    # ("body", "metadata", "k") -> "metadata.k"; ("query", "since") -> "since"
+    parts = [str(p) for p in loc[1:]] if loc and loc[0] in ("body", "query", "path") else []
+    return ".".join(parts) or "body"
+
+
+def install(app: FastAPI) -> None:
+    async def on_sixpn_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, SixpnError)
+        return error_response(exc)
+
+    async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0]
+        field = _field_of(tuple(first.get("loc", ())))
+        msg = str(first.get("msg", "invalid value"))
+        if first.get("type") == "extra_forbidden":
+            msg = "unknown field"
+        return error_response(InvalidInput(f"{field}: {msg}", field=field))
+
+    app.add_exception_handler(SixpnError, on_sixpn_error)
+    app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -1,0 +1,70 @@
+"""The snapshot and the change stream (``control/feed.py`` has the wire format)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import APIRouter, Query, Request, Response
+from fastapi.responses import StreamingResponse
+
+from sixpn.control import feed
+from sixpn.control.api.auth import Reader, Svc
+from sixpn.model.errors import Gone
+from sixpn.store import Store
+
+router = APIRouter(tags=["feed"])
+
+
+@router.get("/v1/snapshot")
+async def get_snapshot(svc: Svc, _: Reader) -> Response:
+    """Every entity and the revision it was read at: where a new follower starts."""
+    return Response(await feed.snapshot(svc.ctx.store), media_type="application/json")
+
+
+async def _stream(store: Store, since: int, heartbeat_s: float) -> AsyncIterator[bytes]:
+    passed = since
+    yield feed.heartbeat(passed)
+    changes = feed.follow(store, since)
+    pending: asyncio.Future[feed.FeedChange] | None = None
+    try:
+        while True:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(changes))
+            done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
+            if not done:
+                yield feed.heartbeat(passed)
+                continue
+            change = pending.result()
+            pending = None
+            passed = change.revision
+            if change.line is not None:
+                yield change.line
+    finally:
+        if pending is not None:
+            pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
+        await changes.aclose()
+
+
+@router.get("/v1/watch")
+async def watch(
+    request: Request, svc: Svc, _: Reader, since: int = Query(0, ge=0)
+) -> StreamingResponse:
+    """Every change after revision ``since``, exactly once, in order, then live, forever."""
+    store = svc.ctx.store
+    current = await store.revision()
+    if since > current:
+        raise Gone(
+            f"revision {since} is ahead of the store (at {current}): the store was replaced; "
+            "start again from a snapshot"
+        )
+    compacted = await store.compacted_revision()
+    if since < compacted:
+        raise Gone(
+            f"revision {since} is compacted (oldest kept: {compacted}); start again from a snapshot"
+        )
+    heartbeat_s: float = request.app.state.heartbeat_seconds
+    return StreamingResponse(_stream(store, since, heartbeat_s), media_type="application/x-ndjson")

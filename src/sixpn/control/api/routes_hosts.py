@@ -1,0 +1,90 @@
+"""Hosts (join, list, status), fleet-wide tokens and the region catalogue."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from sixpn.control.api.auth import Admin, Principal, Reader, Svc, require
+from sixpn.control.api.schemas import (
+    HostJoin,
+    HostJoined,
+    HostStatusReport,
+    TokenCreate,
+    TokenCreated,
+)
+from sixpn.model.entities import Host, HostStatus, Region, Token, TokenKind
+from sixpn.model.errors import Forbidden, NotFound
+
+router = APIRouter(tags=["hosts"])
+
+
+@router.post("/v1/hosts", status_code=201)
+async def join_host(body: HostJoin, svc: Svc, token: Principal) -> HostJoined:
+    """Join a host with a join token (or the admin token); the answer's credential is shown once."""
+    require(token, TokenKind.JOIN, TokenKind.ADMIN)
+    host, credential = await svc.hosts.join(
+        body.name, body.region, body.endpoint, body.public_key, gateway=body.gateway
+    )
+    return HostJoined(host=host, credential=credential)
+
+
+@router.get("/v1/hosts")
+async def list_hosts(svc: Svc, token: Principal) -> list[Host]:
+    require(token, TokenKind.ADMIN, TokenKind.HOST, TokenKind.ORG)
+    return await svc.hosts.list()
+
+
+@router.get("/v1/hosts/{name}")
+async def get_host(name: str, svc: Svc, token: Principal) -> Host:
+    require(token, TokenKind.ADMIN, TokenKind.HOST, TokenKind.ORG)
+    return await svc.hosts.get(name)
+
+
+@router.delete("/v1/hosts/{name}", status_code=204)
+async def delete_host(name: str, svc: Svc, _: Admin) -> Response:
+    await svc.hosts.delete(name)
+    return Response(status_code=204)
+
+
+@router.put("/v1/hosts/{name}/status")
+async def report_status(
+    name: str, body: HostStatusReport, svc: Svc, token: Principal
+) -> HostStatus:
+    """Written only with that host's own credential."""
+    require(token, TokenKind.HOST)
+    if token.host != name:
+        raise Forbidden(f"this credential belongs to host '{token.host}', not '{name}'")
+    return await svc.hosts.report_status(
+        name, backend=body.backend, applied_revision=body.applied_revision, message=body.message
+    )
+
+
+@router.get("/v1/hosts/{name}/status")
+async def get_status(name: str, svc: Svc, _: Reader) -> HostStatus:
+    status = await svc.hosts.status(name)
+    if status is None:
+        raise NotFound(f"host '{name}' has not reported a status yet")
+    return status
+
+
+@router.get("/v1/tokens")
+async def list_tokens(svc: Svc, _: Admin) -> list[Token]:
+    return await svc.tokens.list()
+
+
+@router.post("/v1/tokens", status_code=201)
+async def create_token(body: TokenCreate, svc: Svc, _: Admin) -> TokenCreated:
+    """Admin and join tokens (org tokens: POST /v1/orgs/{org}/tokens)."""
+    token, secret = await svc.tokens.create(body.kind, description=body.description)
+    return TokenCreated(token=token, secret=secret)
+
+
+@router.delete("/v1/tokens/{token_id}", status_code=204)
+async def revoke_token(token_id: str, svc: Svc, _: Admin) -> Response:
+    await svc.tokens.revoke(token_id)
+    return Response(status_code=204)
+
+
+@router.get("/v1/regions", tags=["regions"])
+async def list_regions(svc: Svc, _: Principal) -> list[Region]:
+    return list(svc.ctx.regions)

@@ -1,0 +1,1 @@
+"""Frozen value types and the one error tree. Standard library only."""

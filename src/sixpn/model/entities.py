@@ -1,0 +1,131 @@
+"""The entities of the fabric as frozen value types.
+
+Addresses are ``ipaddress`` objects here; strings appear only at the edges (JSON, CLI). Entities
+are what the store holds and what the change stream carries. The server owns every field that is
+derived or allocated (IDs, addresses, gateway, timestamps); the caller supplies only names and
+choices (``control/schemas.py`` keeps the two apart).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from ipaddress import IPv6Address, IPv6Network
+
+
+class MachineState(enum.StrEnum):
+    STARTED = "started"
+    STOPPED = "stopped"
+    DESTROYED = "destroyed"
+
+
+class TokenKind(enum.StrEnum):
+    ADMIN = "admin"  # everything
+    ORG = "org"  # everything inside one organization
+    HOST = "host"  # read what a host needs (snapshot, watch), write its own status
+    JOIN = "join"  # only: join a new host
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    code: str
+    name: str
+    latitude: float
+    longitude: float
+
+
+@dataclass(frozen=True, slots=True)
+class Org:
+    name: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Network:
+    org: str
+    name: str
+    net_id: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class App:
+    org: str
+    name: str
+    network: str
+    net_id: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Host:
+    name: str
+    host_id: int
+    region: str
+    endpoint: str  # "address:port" where other hosts and peers reach its WireGuard listener
+    public_key: str
+    gateway: bool
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class HostStatus:
+    """What a host reports about itself; written only with that host's credential."""
+
+    host: str
+    backend: str  # "kernel" or "wireguard-go"
+    applied_revision: int
+    reported_at: float
+    message: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Machine:
+    id: str  # 14 lowercase hex characters
+    org: str
+    app: str
+    network: str
+    net_id: int
+    host: str
+    host_id: int
+    region: str
+    field: int  # the 32-bit machine ID field of the address
+    address: IPv6Address
+    state: MachineState
+    process_group: str
+    metadata: Mapping[str, str]
+    created_at: float
+    updated_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    org: str
+    name: str
+    network: str
+    net_id: int
+    gateway: str  # host name
+    host_id: int
+    slot: int  # index of the peer's /120 in its gateway's peer range (core.addressing)
+    address: IPv6Address
+    public_key: str
+    ephemeral: bool
+    created_at: float
+    routes: tuple[IPv6Network, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A credential's record. The secret itself is never stored, only its hash (the key)."""
+
+    id: str  # short public handle, used to list and revoke
+    kind: TokenKind
+    created_at: float
+    org: str | None = None
+    host: str | None = None
+    description: str = ""
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+Entity = Org | Network | App | Host | HostStatus | Machine | Peer

@@ -1,0 +1,1 @@
+"""Settings and wiring: the one place where adapters are chosen and processes are assembled."""

@@ -1,0 +1,101 @@
+"""`sixpn server`: open the store, install the operator's tokens, serve the API with uvicorn.
+
+Admin token: given by the operator (``--admin-token``/``SIXPN_ADMIN_TOKEN``, installed hashed,
+idempotently), or else generated on the first start of an empty store and printed once to
+standard error. Join tokens may be given the same way (``--join-token``/``SIXPN_JOIN_TOKEN``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+
+from sixpn.control.api import create_app
+from sixpn.control.context import Context
+from sixpn.control.service import Service
+from sixpn.core.regions import RegionCatalogue
+from sixpn.core.wireguard import split_endpoint
+from sixpn.model.entities import Region, TokenKind
+from sixpn.model.errors import InvalidInput
+from sixpn.store.sqlite import SqliteStore
+
+log = logging.getLogger("sixpn.server")
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    db: Path
+    listen: str = "127.0.0.1:7180"
+    admin_token: str | None = None
+    join_tokens: tuple[str, ...] = ()
+    regions_file: Path | None = None
+    heartbeat_seconds: float = 10.0
+
+
+def load_regions(path: Path | None) -> RegionCatalogue:
+    """The built-in catalogue, plus ``[[region]]`` tables (code, name, latitude, longitude)."""
+    catalogue = RegionCatalogue.default()
+    if path is None:
+        return catalogue
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise InvalidInput(f"regions file {path}: {exc}", field="regions") from exc
+    extra = []
+    for i, entry in enumerate(data.get("region", [])):
+        try:
+            extra.append(
+                Region(
+                    code=str(entry["code"]),
+                    name=str(entry.get("name", entry["code"])),
+                    latitude=float(entry["latitude"]),
+                    longitude=float(entry["longitude"]),
+                )
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(
+                f"regions file {path}: region #{i + 1}: needs code, latitude and longitude ({exc})",
+                field="regions",
+            ) from exc
+    return catalogue.with_extra(extra)
+
+
+async def prepare(settings: ServerSettings) -> tuple[Service, SqliteStore]:
+    regions = load_regions(settings.regions_file)
+    settings.db.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteStore.open(settings.db)
+    service = Service(Context(store=store, regions=regions))
+    if settings.admin_token:
+        await service.tokens.ensure(TokenKind.ADMIN, settings.admin_token, "operator's admin token")
+    elif not await service.tokens.list(kind=TokenKind.ADMIN):
+        _, secret = await service.tokens.create(TokenKind.ADMIN, description="first start")
+        print(
+            f"sixpn server: admin token (shown once, keep it safe): {secret}",
+            file=sys.stderr,
+            flush=True,
+        )
+    for secret in settings.join_tokens:
+        await service.tokens.ensure(TokenKind.JOIN, secret, "operator's join token")
+    return service, store
+
+
+async def serve(settings: ServerSettings) -> None:
+    host, port = split_endpoint(settings.listen, field="listen")
+    service, store = await prepare(settings)
+    app = create_app(service, heartbeat_seconds=settings.heartbeat_seconds)
+    config = uvicorn.Config(
+        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+    )
+    server = uvicorn.Server(config)
+    # uvicorn waits for open responses on shutdown; change streams never end by themselves.
+    config.timeout_graceful_shutdown = 1
+    log.info("serving on %s (store %s)", settings.listen, settings.db)
+    try:
+        await server.serve()
+    finally:
+        await store.close()

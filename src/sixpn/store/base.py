@@ -1,0 +1,115 @@
+"""The Store protocol: etcd's data model, which SQLite can also give.
+
+Theory of operation:
+
+- The store is a map from string keys to byte values. Every key carries ``create_revision``,
+  ``mod_revision`` and ``version`` as in etcd.
+- A write is a transaction: a list of comparisons and a list of operations. If every comparison
+  holds, every operation is applied atomically under one new revision (the store's revision + 1)
+  and ``TxnResult.succeeded`` is true; otherwise nothing is applied and the revision is unchanged.
+  A transaction whose comparisons hold but which has no operation does not create a revision.
+- Each applied operation becomes one :class:`Event` of that revision, in operation order. Deletes
+  of absent keys produce no event. A delete event carries the previous value.
+- ``watch(since)`` yields every event with revision > ``since`` exactly once, in (revision,
+  operation) order, then follows new ones as they commit, forever. Events come in batches
+  (lists) that always hold whole revisions, never part of one, so a consumer that has handled
+  a batch may resume after its last revision. If ``since`` is older than
+  the oldest revision the store still keeps, it raises :class:`~sixpn.model.errors.Gone`.
+- ``range`` and ``snapshot`` read a consistent view and say at which revision they read it.
+
+Revisions start at 0 for an empty store; the first applied transaction has revision 1.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+
+@dataclass(frozen=True, slots=True)
+class KV:
+    key: str
+    value: bytes
+    create_revision: int
+    mod_revision: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Compare:
+    """Holds when ``key``'s mod_revision equals ``mod_revision``; 0 means "the key is absent"."""
+
+    key: str
+    mod_revision: int
+
+    @classmethod
+    def absent(cls, key: str) -> Compare:
+        return cls(key, 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Put:
+    key: str
+    value: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Delete:
+    key: str
+
+
+Op = Put | Delete
+
+
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    succeeded: bool
+    revision: int  # the new revision if applied, else the store's current revision
+
+
+class EventType(enum.StrEnum):
+    PUT = "put"
+    DELETE = "delete"
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    revision: int
+    type: EventType
+    key: str
+    value: bytes  # the new value for PUT, the previous value for DELETE
+
+
+@runtime_checkable
+class Store(Protocol):
+    async def get(self, key: str) -> KV | None:
+        """The key's current value, or None."""
+        ...
+
+    async def range(self, prefix: str) -> tuple[list[KV], int]:
+        """Every key starting with ``prefix``, sorted by key, and the revision read at."""
+        ...
+
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        """Apply ``ops`` atomically if every comparison holds (see the module docstring)."""
+        ...
+
+    async def revision(self) -> int:
+        """The store's current revision."""
+        ...
+
+    async def compacted_revision(self) -> int:
+        """Events with revision <= this are no longer kept; watching from below it is Gone."""
+        ...
+
+    def watch(self, since: int) -> AsyncGenerator[list[Event], None]:
+        """Every event after ``since``, in order, in batches of whole revisions. Never ends."""
+        ...
+
+    async def compact(self, revision: int) -> None:
+        """Forget events with revision <= ``revision`` (never the keys' current values)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,129 @@
+"""Test harness: real `sixpn server` processes on loopback, started and stopped by PID.
+
+Every process a test starts is killed in a ``finally`` by its own PID (never by name), so a
+failing test leaves nothing running.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
+    """Poll ``predicate`` until it returns true; fail naming ``what`` after ``timeout`` s."""
+    assert callable(predicate)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if predicate():
+                return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@dataclass
+class ServerProcess:
+    """A `sixpn server` child process with its own SQLite file and admin token."""
+
+    db: Path
+    port: int = field(default_factory=free_port)
+    admin_token: str = field(default_factory=lambda: "sixpn_test_" + secrets.token_hex(16))
+    join_token: str = field(default_factory=lambda: "sixpn_join_" + secrets.token_hex(16))
+    heartbeat: float = 0.5
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self, token: str | None = None) -> dict[str, str]:
+        """The environment a CLI invocation against this server needs."""
+        env = dict(os.environ)
+        env.update(SIXPN_API=self.url, SIXPN_TOKEN=token or self.admin_token)
+        env.pop("SIXPN_ORG", None)
+        return env
+
+    def start(self) -> ServerProcess:
+        self.log = self.db.with_suffix(".log")
+        cmd = [
+            sys.executable,
+            "-m",
+            "sixpn",
+            "server",
+            "--db",
+            str(self.db),
+            "--listen",
+            f"127.0.0.1:{self.port}",
+            "--admin-token",
+            self.admin_token,
+            "--join-token",
+            self.join_token,
+            "--heartbeat",
+            str(self.heartbeat),
+        ]
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(self._healthy, 20, f"sixpn server on port {self.port}")
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"server exited with {self.proc.returncode}: {self.read_log()}")
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def read_log(self) -> str:
+        return self.log.read_text() if self.log and self.log.exists() else ""
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def stop(self) -> None:
+        """Graceful stop (SIGTERM), then SIGKILL if it lingers."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def client(self, token: str | None = None) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {token or self.admin_token}"},
+            timeout=30,
+        )

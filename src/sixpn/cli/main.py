@@ -16,6 +16,14 @@ from pathlib import Path
 import click
 
 import sixpn
+from sixpn.cli.apps import apps
+from sixpn.cli.hosts import hosts
+from sixpn.cli.machines import machines
+from sixpn.cli.networks import networks
+from sixpn.cli.orgs import orgs
+from sixpn.cli.regions import regions
+from sixpn.cli.tokens import tokens
+from sixpn.cli.wireguard import wireguard
 from sixpn.model.errors import InvalidInput, SixpnError
 
 
@@ -98,6 +106,10 @@ def server(
         heartbeat_seconds=heartbeat,
     )
     asyncio.run(serve(settings))
+
+
+for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard):
+    cli.add_command(_noun)
 
 
 def main() -> None:

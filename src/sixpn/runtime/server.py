@@ -15,7 +15,7 @@ from pathlib import Path
 
 import uvicorn
 
-from sixpn.control.api import create_app
+from sixpn.control.api.app import create_app
 from sixpn.control.context import Context
 from sixpn.control.service import Service
 from sixpn.core.regions import RegionCatalogue

@@ -5,8 +5,9 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
-from sixpn.model.errors import InvalidInput, SixpnError
+from sixpn.model.errors import InvalidInput, NotFound, SixpnError
 
 
 def error_response(exc: SixpnError) -> JSONResponse:
@@ -33,5 +34,17 @@ def install(app: FastAPI) -> None:
             msg = "unknown field"
         return error_response(InvalidInput(f"{field}: {msg}", field=field))
 
+    async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette's own errors (unknown route, wrong method) get the same body as ours.
+        assert isinstance(exc, HTTPException)
+        code = {404: NotFound.code, 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        message = f"{request.method} {request.url.path}: {exc.detail}"
+        return JSONResponse(
+            {"error": {"code": code, "message": message}},
+            status_code=exc.status_code,
+            headers=exc.headers,
+        )
+
     app.add_exception_handler(SixpnError, on_sixpn_error)
+    app.add_exception_handler(HTTPException, on_http_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)

@@ -86,12 +86,12 @@ class PeerCreated(BaseModel):
 
 class HostJoined(BaseModel):
     host: Host
-    credential: str  # shown once
+    credential: str = Field(repr=False)  # shown once
 
 
 class TokenCreated(BaseModel):
     token: Token
-    secret: str  # shown once
+    secret: str = Field(repr=False)  # shown once
 
 
 class MachineList(BaseModel):

@@ -1,0 +1,228 @@
+"""`sixpn wireguard`: WireGuard peers (a laptop, a CI runner, an external network's gateway).
+
+``sixpn wireguard create [ORG] [REGION] [NAME] [FILE]`` (SPEC section 5). Decisions:
+
+- Positionals fill from the left: ORG defaults to ``$SIXPN_ORG``, REGION to none (the server picks
+  the gateway region), NAME to ``peer-<6 random hex digits>``, FILE to standard output (as does
+  ``-``). With ``$SIXPN_ORG`` set, ``create fra laptop`` still reads ``fra`` as ORG: positionals
+  are never guessed at.
+- The X25519 key pair is generated here (``sixpn.client.keys``); only the public key is sent.
+  The private key is written into the file (or printed) and nowhere else: a warning on standard
+  error says it cannot be recovered.
+- ``--public-key KEY`` (bring your own key, for automation): the file is written the same way,
+  but its PrivateKey line is a comment saying to put the matching private key there; ``wg-quick``
+  refuses the file until that is done. ``--json`` gives the same details as JSON.
+- FILE is created with mode 0600 and ``O_EXCL``: an existing file is never overwritten. It is
+  checked before anything is created on the server, so "file exists" leaves nothing behind; should
+  writing still fail afterwards, the new peer is removed again.
+- When the file goes to standard output, the one-line summary goes to standard error, so that
+  ``sixpn wireguard create acme > wg0.conf`` leaves a clean file. With ``--json`` standard output
+  is one JSON object: the API's answer plus ``file`` (the path written, or null) and ``config``
+  (the wg-quick text, only when no FILE was written).
+- ``list``, ``show`` and ``remove`` take ``[ORG]`` first too; ORG defaults to ``$SIXPN_ORG``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+
+import click
+
+from sixpn.cli.common import call, echo_json, echo_table, json_option, show
+from sixpn.client import generate_keypair, to_jsonable
+from sixpn.control.api.schemas import PeerCreated
+from sixpn.core.wgquick import render_wg_quick
+from sixpn.core.wireguard import validate_key
+from sixpn.model.entities import Peer
+from sixpn.model.errors import AlreadyExists, NotFound, SixpnError
+
+
+def _require_org(org: str | None) -> str:
+    if not org:
+        raise click.UsageError("missing ORG: give it, or set SIXPN_ORG")
+    return org
+
+
+def _org_and_name(args: tuple[str, ...]) -> tuple[str, str]:
+    if len(args) == 1:
+        return _require_org(os.environ.get("SIXPN_ORG")), args[0]
+    if len(args) == 2:
+        return args[0], args[1]
+    raise click.UsageError("expected [ORG] NAME")
+
+
+def _check_file(path: Path) -> None:
+    """Refuse before the server creates anything: the file exists, or cannot be created."""
+    if os.path.lexists(path):
+        raise AlreadyExists(
+            f"{path} already exists: sixpn never overwrites a peer file; choose another FILE",
+            field="FILE",
+        )
+    parent = path.parent
+    if not parent.is_dir():
+        raise NotFound(f"directory {parent} does not exist (for FILE {path})", field="FILE")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise SixpnError(f"cannot create {path}: directory {parent} is not writable", field="FILE")
+
+
+def _write_new(path: Path, text: str) -> None:
+    """Create ``path`` with mode 0600; never replace an existing file (O_EXCL)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # whatever the umask
+        with os.fdopen(fd, "w", encoding="ascii") as out:
+            fd = -1
+            out.write(text)
+    finally:
+        if fd != -1:
+            os.close(fd)
+
+
+@click.group()
+def wireguard() -> None:
+    """WireGuard peers of an organization's network."""
+
+
+@wireguard.command("create")
+@click.argument("org", required=False, envvar="SIXPN_ORG")
+@click.argument("region", required=False)
+@click.argument("name", required=False)
+@click.argument("file", required=False)
+@click.option("--network", default="default", show_default=True, help="The network to join.")
+@click.option("--ephemeral", is_flag=True, help="Hide from _peer.internal; removed when idle.")
+@click.option("--public-key", help="Use this public key instead of generating a key pair.")
+@click.option(
+    "--route", "routes", multiple=True, metavar="CIDR", help="Extra IPv6 prefix behind the peer."
+)
+@json_option
+def create(
+    org: str | None,
+    region: str | None,
+    name: str | None,
+    file: str | None,
+    network: str,
+    ephemeral: bool,
+    public_key: str | None,
+    routes: tuple[str, ...],
+    as_json: bool,
+) -> None:
+    """Create a peer and write its wg-quick FILE (mode 0600; '-' or none: standard output).
+
+    ORG defaults to $SIXPN_ORG, REGION to the server's choice, NAME to peer-<random hex>.
+    """
+    org = _require_org(org)
+    name = name or f"peer-{secrets.token_hex(3)}"
+    path = None if file in (None, "-") else Path(str(file))
+    if path is not None:
+        _check_file(path)
+    if public_key is not None:
+        keypair = None
+        validate_key(public_key)
+    else:
+        keypair = generate_keypair()
+        public_key = keypair.public_key
+    pubkey: str = public_key
+
+    created = call(
+        lambda c: c.create_peer(
+            org, name, pubkey, network=network, region=region, ephemeral=ephemeral, routes=routes
+        )
+    )
+    text = _render(created, None if keypair is None else keypair.private_key, pubkey)
+    if path is not None:
+        try:
+            _write_new(path, text)
+        except OSError as exc:
+            call(lambda c: c.delete_peer(org, created.peer.name))
+            raise SixpnError(
+                f"writing {path}: {exc.strerror or exc}; the peer was removed again", field="FILE"
+            ) from exc
+
+    peer, gw = created.peer, created.gateway
+    if as_json:
+        out = to_jsonable(created)
+        out["file"] = None if path is None else str(path)
+        if path is None:
+            out["config"] = text
+        click.echo(json.dumps(out, indent=2))
+    else:
+        summary = (
+            f"created peer {peer.name} {peer.address} (org {peer.org}, network {peer.network}, "
+            f"gateway {gw.name} in {gw.region} at {gw.endpoint})"
+        )
+        if path is None:
+            click.echo(text, nl=False)
+            click.echo(summary, err=True)
+        else:
+            click.echo(f"{summary}; wrote {path}")
+    where = "standard output" if path is None else str(path)
+    if keypair is not None:
+        click.echo(
+            f"warning: the private key is only in {where}; sixpn cannot recover it. Keep it "
+            "safe (if it is lost, remove the peer and create another).",
+            err=True,
+        )
+    else:
+        click.echo(
+            f"note: {where} has no private key: put the private key of {pubkey} on its "
+            "PrivateKey line (sixpn never sees private keys).",
+            err=True,
+        )
+
+
+def _render(created: PeerCreated, private_key: str | None, public_key: str) -> str:
+    peer, gw = created.peer, created.gateway
+    return render_wg_quick(
+        private_key,
+        peer.address,
+        created.dns,
+        gw.public_key,
+        created.allowed_ips,
+        gw.endpoint,
+        header=(
+            f"sixpn WireGuard peer {peer.name} of {peer.org}/{peer.network}, "
+            f"gateway {gw.name} ({gw.region})"
+        ),
+        public_key=public_key,
+    )
+
+
+@wireguard.command("list")
+@click.argument("org", required=False, envvar="SIXPN_ORG")
+@json_option
+def list_(org: str | None, as_json: bool) -> None:
+    """List the organization's peers. ORG defaults to $SIXPN_ORG."""
+    the_org = _require_org(org)
+    found = call(lambda c: c.list_peers(the_org))
+    if as_json:
+        echo_json(found)
+        return
+    echo_table(["name", "network", "address", "gateway", "ephemeral", "routes"], _rows(found))
+
+
+def _rows(peers: list[Peer]) -> list[list[object]]:
+    return [
+        [p.name, p.network, p.address, p.gateway, p.ephemeral, [str(r) for r in p.routes]]
+        for p in peers
+    ]
+
+
+@wireguard.command("show")
+@click.argument("args", nargs=-1, metavar="[ORG] NAME")
+@json_option
+def show_(args: tuple[str, ...], as_json: bool) -> None:
+    """Show peer NAME. ORG defaults to $SIXPN_ORG."""
+    org, name = _org_and_name(args)
+    show(call(lambda c: c.get_peer(org, name)), as_json)
+
+
+@wireguard.command("remove")
+@click.argument("args", nargs=-1, metavar="[ORG] NAME")
+def remove(args: tuple[str, ...]) -> None:
+    """Remove peer NAME: it is taken off its gateway. ORG defaults to $SIXPN_ORG."""
+    org, name = _org_and_name(args)
+    call(lambda c: c.delete_peer(org, name))
+    click.echo(f"removed peer {name} (org {org})")

@@ -1,0 +1,147 @@
+"""What crosses the wire, and the one place where httpx's and pydantic's exceptions are translated.
+
+Rules that hold here:
+
+- Every httpx exception raised while talking to the control plane goes through
+  :func:`translating` and comes out as :class:`~sixpn.model.errors.Unavailable` (cannot connect,
+  timed out, connection lost) or :class:`~sixpn.model.errors.SixpnError`, with ``raise ... from``.
+- A non-2xx answer becomes the :class:`~sixpn.model.errors.SixpnError` subclass its error body
+  names (``{"error": {"code", "message", "field"}}``, via ``ERRORS_BY_CODE``), with the server's
+  message and field; an answer without such a body (a proxy's 502 page, an unknown route) is
+  mapped by its status.
+- JSON is decoded into the entity dataclasses and the API's response models with pydantic
+  TypeAdapters, built once per type; a body that does not fit is an error naming the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, cast
+
+import httpx
+from pydantic import TypeAdapter, ValidationError
+
+from sixpn.model.errors import (
+    ERRORS_BY_CODE,
+    Conflict,
+    Forbidden,
+    Gone,
+    InvalidInput,
+    NotFound,
+    SixpnError,
+    Unauthorized,
+    Unavailable,
+)
+
+T = TypeVar("T")
+
+# For answers that carry no sixpn error body: the status is all there is to go on.
+_BY_STATUS: dict[int, type[SixpnError]] = {
+    400: InvalidInput,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    409: Conflict,
+    410: Gone,
+    422: InvalidInput,
+    502: Unavailable,
+    503: Unavailable,
+    504: Unavailable,
+}
+
+
+def check_url(url: str) -> str:
+    """The API base URL without a trailing slash; InvalidInput unless it is http(s)://..."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, TypeError) as exc:
+        raise InvalidInput(f"API URL {url!r}: {exc}", field="SIXPN_API") from exc
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise InvalidInput(
+            f"API URL {url!r}: expected http://HOST:PORT or https://HOST:PORT", field="SIXPN_API"
+        )
+    return url.rstrip("/")
+
+
+@contextmanager
+def translating(url: str) -> Iterator[None]:
+    """Run a block that talks to the control plane at ``url``; translate httpx's exceptions."""
+    try:
+        yield
+    except httpx.TimeoutException as exc:
+        raise Unavailable(
+            f"cannot reach the control plane at {url}: timed out ({type(exc).__name__})"
+        ) from exc
+    except httpx.ConnectError as exc:
+        raise Unavailable(f"cannot reach the control plane at {url}: {_detail(exc)}") from exc
+    except httpx.TransportError as exc:  # ReadError, RemoteProtocolError, WriteError, ...
+        raise Unavailable(
+            f"lost the connection to the control plane at {url}: {_detail(exc)}"
+        ) from exc
+    except httpx.HTTPError as exc:  # a body that cannot be decoded, too many redirects, ...
+        raise SixpnError(f"bad answer from the control plane at {url}: {_detail(exc)}") from exc
+
+
+def _detail(exc: Exception) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def error_from_answer(url: str, status: int, body: bytes) -> SixpnError:
+    """The exception a non-2xx answer stands for (returned, for the caller to raise)."""
+    try:
+        error = json.loads(body)["error"]
+        code, message = str(error["code"]), str(error["message"])
+        field = error.get("field")
+    except (ValueError, KeyError, TypeError):
+        cls = _BY_STATUS.get(status, SixpnError)
+        text = body.decode("utf-8", "replace").strip()[:200] or "no body"
+        return cls(f"the control plane at {url} answered HTTP {status}: {text}")
+    return ERRORS_BY_CODE.get(code, SixpnError)(
+        message, field=None if field is None else str(field)
+    )
+
+
+_ADAPTERS: dict[Any, TypeAdapter[Any]] = {}
+
+
+def adapter(tp: Any) -> TypeAdapter[Any]:
+    """The TypeAdapter of ``tp`` (an entity, a response model, ``list[Machine]``), built once."""
+    found = _ADAPTERS.get(tp)
+    if found is None:
+        found = _ADAPTERS[tp] = TypeAdapter(tp)
+    return found
+
+
+def decode(url: str, tp: type[T], raw: bytes | str) -> T:
+    """Validate a JSON body as ``tp``; an answer that does not fit names the server."""
+    try:
+        return cast(T, adapter(tp).validate_json(raw))
+    except ValidationError as exc:
+        raise SixpnError(
+            f"unexpected answer from the control plane at {url}: {_first_error(exc)}"
+        ) from exc
+
+
+def decode_python(url: str, tp: type[T], value: object) -> T:
+    """Like :func:`decode` for an already parsed JSON value."""
+    try:
+        return cast(T, adapter(tp).validate_python(value))
+    except ValidationError as exc:
+        raise SixpnError(
+            f"unexpected answer from the control plane at {url}: {_first_error(exc)}"
+        ) from exc
+
+
+def _first_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first.get("loc", ())) or "body"
+    return f"{where}: {first.get('msg', 'invalid')}"
+
+
+def to_jsonable(value: object) -> Any:
+    """The API's JSON form of an entity, a response model or a list of them."""
+    if isinstance(value, list | tuple):
+        return [to_jsonable(v) for v in value]
+    return adapter(type(value)).dump_python(value, mode="json")

@@ -51,12 +51,20 @@ class ServerProcess:
     admin_token: str = field(default_factory=lambda: "sixpn_test_" + secrets.token_hex(16))
     join_token: str = field(default_factory=lambda: "sixpn_join_" + secrets.token_hex(16))
     heartbeat: float = 0.5
+    uds: Path | None = None  # listen on this Unix socket instead of a loopback port
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"unix:{self.uds}" if self.uds else f"http://127.0.0.1:{self.port}"
+
+    @property
+    def _base(self) -> str:
+        return "http://sixpn" if self.uds else self.url
+
+    def _transport(self) -> httpx.HTTPTransport | None:
+        return httpx.HTTPTransport(uds=str(self.uds)) if self.uds else None
 
     def env(self, token: str | None = None) -> dict[str, str]:
         """The environment a CLI invocation against this server needs."""
@@ -75,7 +83,7 @@ class ServerProcess:
             "--db",
             str(self.db),
             "--listen",
-            f"127.0.0.1:{self.port}",
+            self.url if self.uds else f"127.0.0.1:{self.port}",
             "--admin-token",
             self.admin_token,
             "--join-token",
@@ -97,7 +105,8 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited with {self.proc.returncode}: {self.read_log()}")
         try:
-            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+            with httpx.Client(base_url=self._base, transport=self._transport()) as http:
+                return http.get("/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
@@ -123,7 +132,8 @@ class ServerProcess:
 
     def client(self, token: str | None = None) -> httpx.Client:
         return httpx.Client(
-            base_url=self.url,
+            base_url=self._base,
             headers={"Authorization": f"Bearer {token or self.admin_token}"},
             timeout=30,
+            transport=self._transport(),
         )

@@ -17,6 +17,7 @@ import click
 
 import sixpn
 from sixpn.cli.apps import apps
+from sixpn.cli.dns import dns
 from sixpn.cli.hosts import hosts
 from sixpn.cli.machines import machines
 from sixpn.cli.networks import networks
@@ -65,7 +66,7 @@ def cli() -> None:
     default="127.0.0.1:7180",
     show_default=True,
     envvar="SIXPN_LISTEN",
-    help="ADDRESS:PORT to serve the API on ([::]:7180 for every address).",
+    help="ADDRESS:PORT to serve the API on ([::]:7180 for every address), or unix:/PATH.",
 )
 @click.option(
     "--admin-token",
@@ -108,7 +109,7 @@ def server(
     asyncio.run(serve(settings))
 
 
-for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard):
+for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard, dns):
     cli.add_command(_noun)
 
 

@@ -83,8 +83,13 @@ class Client:
         self._watch_timeout = httpx.Timeout(
             connect=timeout.connect, read=watch_read_timeout, write=timeout.write, pool=timeout.pool
         )
+        base_url = self.url
+        if self.url.startswith("unix:"):
+            # A control plane on a Unix socket (a local server; the tests' namespaces).
+            transport = transport or httpx.AsyncHTTPTransport(uds=self.url[5:])
+            base_url = "http://sixpn"
         self._http = httpx.AsyncClient(
-            base_url=self.url, headers=headers, timeout=timeout, transport=transport
+            base_url=base_url, headers=headers, timeout=timeout, transport=transport
         )
 
     @classmethod

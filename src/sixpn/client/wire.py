@@ -53,14 +53,21 @@ _BY_STATUS: dict[int, type[SixpnError]] = {
 
 
 def check_url(url: str) -> str:
-    """The API base URL without a trailing slash; InvalidInput unless it is http(s)://..."""
+    """The API base URL without a trailing slash; InvalidInput unless http(s)://... or unix:PATH."""
+    if url.startswith("unix:"):
+        if not url[5:].startswith("/"):
+            raise InvalidInput(
+                f"API URL {url!r}: expected unix:/absolute/path/to/socket", field="SIXPN_API"
+            )
+        return url
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:
         raise InvalidInput(f"API URL {url!r}: {exc}", field="SIXPN_API") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise InvalidInput(
-            f"API URL {url!r}: expected http://HOST:PORT or https://HOST:PORT", field="SIXPN_API"
+            f"API URL {url!r}: expected http://HOST:PORT, https://HOST:PORT or unix:/PATH",
+            field="SIXPN_API",
         )
     return url.rstrip("/")
 

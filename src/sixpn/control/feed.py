@@ -18,7 +18,7 @@ from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
 
 from sixpn.control import keys
-from sixpn.store import Event, Store
+from sixpn.store import Event, EventType, Store
 
 SNAPSHOT_KINDS = ("org", "network", "app", "host", "hoststatus", "machine", "peer")
 
@@ -60,11 +60,22 @@ def heartbeat(revision: int) -> bytes:
     return json.dumps({"heartbeat": True, "revision": revision}).encode() + b"\n"
 
 
-async def follow(store: Store, since: int) -> AsyncGenerator[FeedChange, None]:
-    """Every revision after ``since``, in order, each exactly once; never ends by itself."""
+async def follow(
+    store: Store, since: int, *, end_when_deleted: str | None = None
+) -> AsyncGenerator[FeedChange, None]:
+    """Every revision after ``since``, in order, each exactly once.
+
+    Never ends by itself, except when a revision deletes the key ``end_when_deleted`` (the
+    follower's own credential: a revoked token stops receiving changes at once, at no cost per
+    change, since the deletion arrives through the very stream being followed).
+    """
     batches = store.watch(since)
     try:
         async for batch in batches:
+            if end_when_deleted is not None and any(
+                e.type == EventType.DELETE and e.key == end_when_deleted for e in batch
+            ):
+                return
             for revision, events in _by_revision(batch):
                 yield FeedChange(revision, encode_change(revision, events))
     finally:

@@ -39,6 +39,13 @@ class Hosts:
         async def fn(tx: Tx) -> tuple[Host, str]:
             if await tx.get(keys.host(name)) is not None:
                 raise AlreadyExists(f"host '{name}' already exists", field="name")
+            owner = await tx.get(keys.host_key(public_key))
+            if owner is not None:
+                raise AlreadyExists(
+                    f"public_key: already used by host '{owner.value.decode()}'",
+                    field="public_key",
+                )
+            tx.put_text(keys.host_key(public_key), name)
             host_id = await next_counter(tx, keys.COUNTER_HOST, "allocating host ID")
             host = Host(
                 name=name,
@@ -116,7 +123,10 @@ class Hosts:
             return found
 
         async def finish(tx: Tx) -> None:
+            host = await tx.entity(Host, keys.host(name), host_missing(name))
             tx.delete(keys.host(name))
+            tx.delete(keys.host_key(host.public_key))
+            tx.delete(keys.gateway_peers(name))
             tx.delete(keys.host_status(name))
             for token in await self.tokens.list(kind=TokenKind.HOST):
                 if token.host == name:

@@ -11,11 +11,16 @@ Internal keys (never streamed):
     mfield/<net32>/<host32>/<f32>   machine ID: a field is unique per (network, host)
     pslot/<net32>/<host32>          last peer slot handed out on that gateway: never reused
     guard/<entity key>              a parent being deleted: creating children under it fails
+    hostkey/<sha256 of key>         the host using a WireGuard public key: one key, one host
+    gwpeers/<host>                  rewritten by every peer change on that gateway, so that a
+                                    check over the gateway's peers (keys, routes) is compared
     token/<sha256 hex>              a credential's record, keyed by the hash of its secret
     tokenid/<id>                    the hash of the token with that public ID (revocation)
 """
 
 from __future__ import annotations
+
+import hashlib
 
 STREAMED_KINDS = frozenset({"org", "network", "app", "host", "hoststatus", "machine", "peer"})
 
@@ -100,6 +105,14 @@ PEERS = "peer/"
 
 def peer_slot(net_id: int, host_id: int) -> str:
     return f"pslot/{net_id:08x}/{host_id:08x}"
+
+
+def host_key(public_key: str) -> str:
+    return f"hostkey/{hashlib.sha256(public_key.encode()).hexdigest()}"
+
+
+def gateway_peers(host: str) -> str:
+    return f"gwpeers/{host}"
 
 
 def guard(entity_key: str) -> str:

@@ -57,7 +57,10 @@ class Machines:
         async def fn(tx: Tx) -> Machine:
             await live_org(tx, org)
             the_app = await tx.entity(
-                App, keys.app(org, app), f"app '{app}' not found in organization '{org}'"
+                App,
+                keys.app(org, app),
+                f"app '{app}' not found in organization '{org}'",
+                field="app",
             )
             await tx.check_guard(keys.app(org, app), f"app '{org}/{app}'")
             the_host = await self._place(tx, host, region)
@@ -103,7 +106,7 @@ class Machines:
         """The named host, or a host of the region drawn at random (even spread on average)."""
         if host is not None:
             validate_name(host, field="host")
-            found = await tx.entity(Host, keys.host(host), host_missing(host))
+            found = await tx.entity(Host, keys.host(host), host_missing(host), field="host")
             if region is not None and found.region != region:
                 raise InvalidInput(
                     f"host '{host}' is in region '{found.region}', not '{region}'", field="region"

@@ -177,6 +177,7 @@ class Orgs:
                 Network,
                 keys.network(org, network),
                 f"network '{network}' not found in organization '{org}'",
+                field="network",
             )
             await tx.check_guard(keys.network(org, network), f"network '{org}/{network}'")
             if await tx.get(keys.app(org, name)) is not None:
@@ -214,9 +215,9 @@ class Orgs:
 
         async def finish(tx: Tx) -> None:
             tx.delete(keys.app(org, name))
+            # The machines' mid/ reservations stay: a machine ID is never given out again.
             for kv in (await store.range(prefix))[0]:
                 tx.delete(kv.key)
-                tx.delete(keys.machine_id(kv.key.rsplit("/", 1)[1]))
 
         await delete_guarded(
             store,

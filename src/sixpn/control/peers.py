@@ -85,6 +85,7 @@ class Peers:
                 Network,
                 keys.network(org, network),
                 f"network '{network}' not found in organization '{org}'",
+                field="network",
             )
             await tx.check_guard(keys.network(org, network), f"network '{org}/{network}'")
             if await tx.get(keys.peer(org, name)) is not None:
@@ -93,6 +94,7 @@ class Peers:
                 )
             gateway = await self._gateway(tx, region)
             await tx.check_guard(keys.host(gateway.name), f"host '{gateway.name}'")
+            await self._touch_gateway(tx, gateway.name)
             await self._check_unique_on_gateway(gateway, public_key, wanted_routes)
 
             slot_key = keys.peer_slot(net.net_id, gateway.host_id)
@@ -134,6 +136,12 @@ class Peers:
             chosen = min(by_region[ordered[0].code], key=lambda h: h.host_id)
         return await tx.entity(Host, keys.host(chosen.name), host_missing(chosen.name))
 
+    async def _touch_gateway(self, tx: Tx, gateway: str) -> None:
+        """Read and rewrite the gateway's peer-change key: the commit then fails if any other
+        peer change on that gateway committed since we read its peers (keys, routes)."""
+        await tx.get(keys.gateway_peers(gateway))
+        tx.put_text(keys.gateway_peers(gateway), str(tx.now))
+
     async def _check_unique_on_gateway(
         self, gateway: Host, public_key: str, routes: tuple[IPv6Network, ...]
     ) -> None:
@@ -172,7 +180,8 @@ class Peers:
 
     async def delete(self, org: str, name: str) -> None:
         async def fn(tx: Tx) -> None:
-            await tx.entity(Peer, keys.peer(org, name), peer_missing(org, name))
+            peer = await tx.entity(Peer, keys.peer(org, name), peer_missing(org, name))
+            await self._touch_gateway(tx, peer.gateway)
             tx.delete(keys.peer(org, name))
 
         await self.ctx.run(fn, what=f"deleting peer '{org}/{name}'")

@@ -44,11 +44,11 @@ class Tx:
         self.compares.setdefault(key, kv.mod_revision if kv else 0)
         return kv
 
-    async def entity(self, cls: type[E], key: str, missing: str) -> E:
-        """The entity at ``key``; NotFound with message ``missing`` if absent."""
+    async def entity(self, cls: type[E], key: str, missing: str, *, field: str | None = None) -> E:
+        """The entity at ``key``; NotFound with message ``missing`` (naming ``field``) if absent."""
         kv = await self.get(key)
         if kv is None:
-            raise NotFound(missing)
+            raise NotFound(missing, field=field)
         return codec.decode(cls, kv.value)
 
     async def check_guard(self, entity_key: str, what: str) -> None:

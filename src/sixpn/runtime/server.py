@@ -85,11 +85,18 @@ async def prepare(settings: ServerSettings) -> tuple[Service, SqliteStore]:
 
 
 async def serve(settings: ServerSettings) -> None:
-    host, port = split_endpoint(settings.listen, field="listen")
+    uds = settings.listen[5:] if settings.listen.startswith("unix:") else None
+    host, port = ("127.0.0.1", 0) if uds else split_endpoint(settings.listen, field="listen")
     service, store = await prepare(settings)
     app = create_app(service, heartbeat_seconds=settings.heartbeat_seconds)
     config = uvicorn.Config(
-        app, host=host, port=port, log_level="warning", lifespan="off", access_log=False
+        app,
+        host=host,
+        port=port,
+        uds=uds,
+        log_level="warning",
+        lifespan="off",
+        access_log=False,
     )
     server = uvicorn.Server(config)
     # uvicorn waits for open responses on shutdown; change streams never end by themselves.

@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from sixpn.control.api.auth import principal
 from sixpn.model.errors import InvalidInput, NotFound, SixpnError
 
 
@@ -27,7 +28,15 @@ def install(app: FastAPI) -> None:
 
     async def on_validation_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
+        # FastAPI reads the body before the dependencies run: a caller without a valid token
+        # must hear 401 first, not learn anything about the body's shape.
+        try:
+            await principal(request)
+        except SixpnError as auth_error:
+            return error_response(auth_error)
         first = exc.errors()[0]
+        if first.get("type") == "json_invalid":
+            return error_response(InvalidInput("body: not valid JSON", field="body"))
         field = _field_of(tuple(first.get("loc", ())))
         msg = str(first.get("msg", "invalid value"))
         if first.get("type") == "extra_forbidden":

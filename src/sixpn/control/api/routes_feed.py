@@ -9,8 +9,9 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
-from sixpn.control import feed
+from sixpn.control import feed, keys
 from sixpn.control.api.auth import Reader, Svc
+from sixpn.control.tokens import digest
 from sixpn.model.errors import Gone
 from sixpn.store import Store
 
@@ -23,10 +24,12 @@ async def get_snapshot(svc: Svc, _: Reader) -> Response:
     return Response(await feed.snapshot(svc.ctx.store), media_type="application/json")
 
 
-async def _stream(store: Store, since: int, heartbeat_s: float) -> AsyncIterator[bytes]:
+async def _stream(
+    store: Store, since: int, heartbeat_s: float, credential_key: str
+) -> AsyncIterator[bytes]:
     passed = since
     yield feed.heartbeat(passed)
-    changes = feed.follow(store, since)
+    changes = feed.follow(store, since, end_when_deleted=credential_key)
     pending: asyncio.Future[feed.FeedChange] | None = None
     try:
         while True:
@@ -36,8 +39,12 @@ async def _stream(store: Store, since: int, heartbeat_s: float) -> AsyncIterator
             if not done:
                 yield feed.heartbeat(passed)
                 continue
-            change = pending.result()
-            pending = None
+            try:
+                change = pending.result()
+            except StopAsyncIteration:
+                return  # the credential was revoked: the client reconnects and hears 401
+            finally:
+                pending = None
             passed = change.revision
             if change.line is not None:
                 yield change.line
@@ -67,4 +74,8 @@ async def watch(
             f"revision {since} is compacted (oldest kept: {compacted}); start again from a snapshot"
         )
     heartbeat_s: float = request.app.state.heartbeat_seconds
-    return StreamingResponse(_stream(store, since, heartbeat_s), media_type="application/x-ndjson")
+    secret = request.headers["authorization"].partition(" ")[2].strip()
+    credential_key = keys.token(digest(secret))
+    return StreamingResponse(
+        _stream(store, since, heartbeat_s, credential_key), media_type="application/x-ndjson"
+    )

@@ -86,5 +86,6 @@ async def revoke_token(token_id: str, svc: Svc, _: Admin) -> Response:
 
 
 @router.get("/v1/regions", tags=["regions"])
-async def list_regions(svc: Svc, _: Principal) -> list[Region]:
+async def list_regions(svc: Svc, token: Principal) -> list[Region]:
+    require(token, TokenKind.ADMIN, TokenKind.ORG, TokenKind.HOST)
     return list(svc.ctx.regions)

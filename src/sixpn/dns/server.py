@@ -1,0 +1,249 @@
+"""The DNS server: `.internal` answers from the zone, everything else forwarded, UDP and TCP.
+
+The UDP path is the hot path (ARCHITECTURE habit 10): one ``loop.add_reader`` per socket whose
+callback drains the socket with non-blocking ``recvfrom`` until EAGAIN (bounded per wake-up so
+that other work still runs), checks the source on its text form and 4 packed bytes, looks the
+pre-encoded answer up by (network, lowercased name, type) and patches the client's ID and
+question in. No task, future or DNS object is made for a `.internal` query.
+
+Who may ask (SPEC 4.1): the network of a query is the network field of its source address; a
+source outside ``fdaa::/16`` gets REFUSED for every name, `.internal` or not. TCP (RFC 7766):
+several queries per connection, answered in order, an idle timeout, a bound on connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from dataclasses import dataclass, field
+
+from sixpn.core import dnswire
+from sixpn.dns.forward import Forwarder
+from sixpn.dns.zone import Zone
+
+log = logging.getLogger("sixpn.dns.server")
+
+_BUDGET = 256  # datagrams per wake-up before yielding to the loop
+_MAX_DATAGRAM = 4096
+_RCVBUF = 4 << 20
+_IPV6_FREEBIND = 78  # linux/in6.h; bind fdaa::3 before the address is on an interface
+TCP_IDLE_SECONDS = 10.0
+MAX_TCP_CONNECTIONS = 512
+MAX_FORWARDS_PENDING = 4096
+
+
+@dataclass
+class Counters:
+    """Plain integers bumped on the hot path (no allocation); read by the metrics collector."""
+
+    queries: int = 0
+    dropped: int = 0
+    forwarded: int = 0
+    tcp_connections: int = 0
+    rcodes: list[int] = field(default_factory=lambda: [0] * 24)
+
+
+def network_of(host: str) -> int | None:
+    """The network ID of a 6PN source address in text form, else None (not 6PN)."""
+    if not host.startswith("fdaa:"):
+        return None
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, host)
+    except OSError:
+        return None
+    return int.from_bytes(packed[2:6], "big")
+
+
+def _bound_socket(host: str, port: int, kind: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, kind)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_FREEBIND, 1)
+        if kind == socket.SOCK_DGRAM:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF)
+        sock.bind((host, port))
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class DnsServer:
+    def __init__(self, zone: Zone, forwarder: Forwarder | None = None) -> None:
+        self.zone = zone
+        self.forwarder = forwarder
+        self.counters = Counters()
+        self.ready = False  # until the zone has loaded a first snapshot: SERVFAIL for .internal
+        self._udp: list[socket.socket] = []
+        self._tcp: list[asyncio.Server] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._not_ready = dnswire.Entry(
+            dnswire.SERVFAIL,
+            b"\x00\x01\x00\x00\x00\x00\x00\x00",
+            b"\x00\x01" + b"\x00" * 5 + b"\x01",
+            b"",
+        )
+
+    async def start(self, addresses: list[tuple[str, int]]) -> None:
+        """Serve UDP and TCP on every (address, port). Port 0 picks one (see ``bound``)."""
+        loop = asyncio.get_running_loop()
+        try:
+            for host, port in addresses:
+                udp = _bound_socket(host, port, socket.SOCK_DGRAM)
+                self._udp.append(udp)
+                loop.add_reader(udp.fileno(), self._drain, udp)
+                tcp = _bound_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
+                self._tcp.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+        except BaseException:
+            await self.close()
+            raise
+        log.info("serving DNS on %s", ", ".join(f"[{h}]:{p}" for h, p, *_ in self.bound()))
+
+    def bound(self) -> list[tuple[str, int]]:
+        return [s.getsockname()[:2] for s in self._udp]
+
+    async def close(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sock in self._udp:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+        self._udp.clear()
+        for server in self._tcp:
+            server.close()
+        for server in self._tcp:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
+        self._tcp.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    # -- UDP: the hot path ----------------------------------------------------------------------
+
+    def _drain(self, sock: socket.socket) -> None:
+        recvfrom = sock.recvfrom
+        sendto = sock.sendto
+        lookup = self.zone.lookup
+        counters = self.counters
+        rcodes = counters.rcodes
+        parse = dnswire.parse_query
+        respond = dnswire.respond
+        suffix = dnswire.SUFFIX
+        for _ in range(_BUDGET):
+            try:
+                data, addr = recvfrom(_MAX_DATAGRAM)
+            except BlockingIOError:
+                return
+            except OSError:
+                continue
+            counters.queries += 1
+            q = parse(data)
+            if q is None:
+                counters.dropped += 1
+                continue
+            net_id = network_of(addr[0])
+            if net_id is None or q.__class__ is int:
+                rcode = dnswire.REFUSED if net_id is None else q
+                assert isinstance(rcode, int)
+                out = dnswire.error_response(data, rcode)
+                rcodes[rcode & 0x0F] += 1
+            else:
+                assert not isinstance(q, int)
+                qend, qname, qtype, edns_size = q
+                if not qname.endswith(suffix):
+                    self._forward_udp(sock, data, addr, qend, edns_size)
+                    continue
+                entry = lookup(net_id, qname, qtype) if self.ready else self._not_ready
+                limit = dnswire.udp_limit(edns_size)
+                out = respond(data, qend, edns_size, entry, limit)
+                rcodes[entry.rcode] += 1
+            try:
+                sendto(out, addr)
+            except OSError:
+                counters.dropped += 1  # socket buffer full or the client is gone
+
+    def _forward_udp(
+        self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int
+    ) -> None:
+        if len(self._tasks) >= MAX_FORWARDS_PENDING or self.forwarder is None:
+            self._send(sock, dnswire.error_response(data, dnswire.SERVFAIL), addr)
+            return
+        task = asyncio.ensure_future(self._forward_and_send(sock, data, addr, qend, edns_size))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _forward_and_send(
+        self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int
+    ) -> None:
+        assert self.forwarder is not None
+        self.counters.forwarded += 1
+        out = await self.forwarder.resolve(data)
+        if len(out) > dnswire.udp_limit(edns_size):
+            # The forwarder fell back to TCP for a large answer: this client asked over UDP.
+            out = dnswire.truncated(data, qend, out[3] & 0x0F, edns=edns_size > 0)
+        self.counters.rcodes[out[3] & 0x0F] += 1
+        self._send(sock, out, addr)
+
+    def _send(self, sock: socket.socket, out: bytes, addr: tuple[str, int]) -> None:
+        try:
+            sock.sendto(out, addr)
+        except OSError:
+            self.counters.dropped += 1
+
+    # -- TCP ------------------------------------------------------------------------------------
+
+    async def answer(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
+        """One query's answer (the general path: TCP, and tests); None to drop it."""
+        self.counters.queries += 1
+        q = dnswire.parse_query(data)
+        if q is None:
+            self.counters.dropped += 1
+            return None
+        net_id = network_of(source)
+        if net_id is None:
+            out = dnswire.error_response(data, dnswire.REFUSED)
+        elif isinstance(q, int):
+            out = dnswire.error_response(data, q)
+        elif not q[1].endswith(dnswire.SUFFIX):
+            if self.forwarder is None:
+                out = dnswire.error_response(data, dnswire.SERVFAIL)
+            else:
+                self.counters.forwarded += 1
+                out = await self.forwarder.resolve(data, over_tcp=over_tcp)
+        else:
+            qend, qname, qtype, edns_size = q
+            entry = self.zone.lookup(net_id, qname, qtype) if self.ready else self._not_ready
+            limit = 65535 if over_tcp else dnswire.udp_limit(edns_size)
+            out = dnswire.respond(data, qend, edns_size, entry, limit)
+        self.counters.rcodes[out[3] & 0x0F] += 1
+        return out
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        self.counters.tcp_connections += 1
+        try:
+            if self.counters.tcp_connections > MAX_TCP_CONNECTIONS or not peer:
+                return
+            while True:
+                async with asyncio.timeout(TCP_IDLE_SECONDS):
+                    size = int.from_bytes(await reader.readexactly(2), "big")
+                    data = await reader.readexactly(size)
+                out = await self.answer(data, peer[0], over_tcp=True)
+                if out is None:
+                    return  # unreadable: close the connection (RFC 7766 section 6.2.3)
+                writer.write(len(out).to_bytes(2, "big") + out)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            self.counters.tcp_connections -= 1
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()

@@ -1,0 +1,1 @@
+"""The lab: a whole fabric on one Linux machine, hosts and machines as network namespaces."""

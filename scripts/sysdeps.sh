@@ -7,6 +7,7 @@ set -euo pipefail
 packages=(
   iproute2      # ip netns, veth: the lab and the agent's tests
   sqlite3       # inspecting the control plane's store by hand
+  dnsutils      # dig: the DNS tests ask the real server with the real client
   "$@"
 )
 

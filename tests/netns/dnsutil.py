@@ -83,9 +83,11 @@ def query(
     sock = netns.socket_in(ns, socket.AF_INET6, socket.SOCK_STREAM if tcp else socket.SOCK_DGRAM)
     try:
         sock.bind((source, 0))
+        sock.setblocking(False)  # dnspython waits with select and wants non-blocking sockets
         if tcp:
             sock.settimeout(timeout)
             sock.connect((DNS, 53))
+            sock.setblocking(False)
             return dns.query.tcp(q, DNS, timeout=timeout, sock=sock)
         return dns.query.udp(q, DNS, timeout=timeout, sock=sock, ignore_trailing=True)
     finally:

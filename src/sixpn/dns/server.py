@@ -94,18 +94,25 @@ class DnsServer:
 
     async def start(self, addresses: list[tuple[str, int]]) -> None:
         """Serve UDP and TCP on every (address, port). Port 0 picks one (see ``bound``)."""
-        loop = asyncio.get_running_loop()
         try:
             for host, port in addresses:
-                udp = _bound_socket(host, port, socket.SOCK_DGRAM)
-                self._udp.append(udp)
-                loop.add_reader(udp.fileno(), self._drain, udp)
-                tcp = _bound_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
-                self._tcp.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+                await self.listen(host, port)
         except BaseException:
             await self.close()
             raise
         log.info("serving DNS on %s", ", ".join(f"[{h}]:{p}" for h, p, *_ in self.bound()))
+
+    async def listen(self, host: str, port: int) -> None:
+        """Serve one more address (a gateway adds ``<net48>::3`` when a network gets peers)."""
+        udp = _bound_socket(host, port, socket.SOCK_DGRAM)
+        try:
+            tcp = _bound_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
+            self._tcp.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+        except BaseException:
+            udp.close()
+            raise
+        self._udp.append(udp)
+        asyncio.get_running_loop().add_reader(udp.fileno(), self._drain, udp)
 
     def bound(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self._udp]

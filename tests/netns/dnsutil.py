@@ -30,12 +30,13 @@ class DnsProcess:
     log: Path
     region: str = "fra"
     upstreams: tuple[str, ...] = ()
+    metrics_port: int = 9153
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def start(self, probe_source: str) -> DnsProcess:
         argv = [sys.executable, "-m", "sixpn", "dns", "--control", self.control.url]
         argv += ["--token", self.control.admin_token, "--listen", f"[{DNS}]:53"]
-        argv += ["--region", self.region]
+        argv += ["--region", self.region, "--metrics", f"127.0.0.1:{self.metrics_port}"]
         for upstream in self.upstreams:
             argv += ["--upstream", upstream]
         with open(self.log, "ab") as out:
@@ -58,6 +59,12 @@ class DnsProcess:
         except dns.exception.Timeout:
             return False
         return reply.rcode() != dns.rcode.SERVFAIL
+
+    def metrics(self) -> str:
+        """The Prometheus page, fetched from inside the namespace."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}).read().decode())"
+        return netns.run(self.ns, [sys.executable, "-c", code]).stdout
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import os
 import random
+import re
 import socket
 import threading
 import time
@@ -363,6 +364,21 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes:
         assert chunk, "connection closed early"
         buf += chunk
     return buf
+
+
+def test_metrics_count_queries_and_answers(fabric: Fabric) -> None:
+    def value(page: str, name: str) -> float:
+        found = re.search(rf"^{re.escape(name)} (\S+)$", page, re.MULTILINE)
+        return float(found.group(1)) if found else 0.0
+
+    before = fabric.dns.metrics()
+    for _ in range(5):
+        assert dig(fabric.ns, fabric.source("alpha"), "nothing.internal").status == "NXDOMAIN"
+    after = fabric.dns.metrics()
+    assert value(after, "sixpn_dns_queries_total") >= value(before, "sixpn_dns_queries_total") + 5
+    nx = 'sixpn_dns_answers_total{rcode="NXDOMAIN"}'
+    assert value(after, nx) >= value(before, nx) + 5
+    assert value(after, "sixpn_dns_machines") >= 8
 
 
 def test_log_has_no_tracebacks(fabric: Fabric) -> None:

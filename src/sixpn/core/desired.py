@@ -1,0 +1,103 @@
+"""The desired state of one host's data path, as a pure function of the fleet (SPEC 2, 3, 7).
+
+- the mesh: a WireGuard peer for every other host, AllowedIPs = the /80s of the networks that
+  have machines (not destroyed) or client peers on that host; so creating a machine where its
+  network already has machines changes no peer;
+- on a gateway, a WireGuard peer for each client peer it serves, AllowedIPs = its /120 (and its
+  routed prefixes);
+- ``fdaa::/16`` routed to the WireGuard interface (cryptokey routing picks the host), each local
+  machine's /112 to its veth;
+- ``fdaa::3`` on lo, and on a gateway ``<net48>::3`` for every network with peers on it;
+- the forwarding pairs: the /48 of every network present on this host;
+- every machine on this host wired, started or stopped (a stopped machine keeps its wiring and
+  only leaves DNS); destroyed ones unwired.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from ipaddress import IPv6Network
+
+from sixpn.core import addressing
+from sixpn.core.hoststate import (
+    SIXPN_ROUTE,
+    HostState,
+    MachineLink,
+    Route,
+    WgPeer,
+    machine_ifname,
+    machine_netns,
+    wg_ifname,
+)
+from sixpn.model.entities import Host, Machine, MachineState, Peer
+
+
+def networks_by_host(machines: Iterable[Machine], peers: Iterable[Peer]) -> dict[str, set[int]]:
+    """Host name -> IDs of the networks with a live machine or a client peer there."""
+    present: dict[str, set[int]] = {}
+    for m in machines:
+        if m.state != MachineState.DESTROYED:
+            present.setdefault(m.host, set()).add(m.net_id)
+    for p in peers:
+        present.setdefault(p.gateway, set()).add(p.net_id)
+    return present
+
+
+def desired_state(
+    me: Host,
+    hosts: Mapping[str, Host],
+    machines: Iterable[Machine],
+    peers: Iterable[Peer],
+    *,
+    listen_port: int,
+    netns_of: Mapping[str, str] | None = None,
+) -> HostState:
+    """What ``me`` should hold. ``netns_of`` names orchestrator namespaces by machine ID."""
+    machines = list(machines)
+    peers = list(peers)
+    present = networks_by_host(machines, peers)
+    wg = wg_ifname(me.host_id)
+
+    wg_peers: set[WgPeer] = set()
+    for other in hosts.values():
+        if other.name == me.name:
+            continue
+        allowed = frozenset(
+            addressing.host_prefix(net_id, other.host_id) for net_id in present.get(other.name, ())
+        )
+        wg_peers.add(WgPeer(other.public_key, allowed, endpoint=other.endpoint, keepalive=25))
+    served = [p for p in peers if p.gateway == me.name]
+    for p in served:
+        allowed = frozenset({addressing.peer_prefix(p.net_id, p.host_id, p.slot), *p.routes})
+        wg_peers.add(WgPeer(p.public_key, allowed))
+
+    links = set()
+    for m in machines:
+        if m.host != me.name or m.state == MachineState.DESTROYED:
+            continue
+        ns = (netns_of or {}).get(m.id) or machine_netns(m.id)
+        links.add(
+            MachineLink(
+                machine_id=m.id,
+                netns=ns,
+                host_ifname=machine_ifname(m.id),
+                address=m.address,
+                prefix=addressing.machine_prefix(m.net_id, m.host_id, m.field),
+            )
+        )
+    routes = {Route(SIXPN_ROUTE, wg)} | {Route(link.prefix, link.host_ifname) for link in links}
+    service = {addressing.DNS_ADDRESS}
+    if me.gateway:
+        service |= {addressing.network_service_address(p.net_id) for p in served}
+    pairs: frozenset[IPv6Network] = frozenset(
+        addressing.network_prefix(n) for n in present.get(me.name, ())
+    )
+    return HostState(
+        wg_ifname=wg,
+        listen_port=listen_port,
+        wg_peers=frozenset(wg_peers),
+        service_addresses=frozenset(service),
+        machines=frozenset(links),
+        routes=frozenset(routes),
+        pairs=pairs,
+    )

@@ -1,0 +1,210 @@
+"""The plan: the operations that take a host from its actual state to the desired one.
+
+``plan(actual, desired)`` is a pure diff; every operation is idempotent on its own (applying it
+to a state that already has it changes nothing) and ``apply(state, ops)`` is its model, so that
+``apply(actual, plan(actual, desired)) == desired`` and ``plan(desired, desired) == []`` can be
+tested for any pair of states (hypothesis, in tests/unit/test_plan.py).
+
+Order: what new traffic needs comes first (the interface, the forwarding pairs, machines, routes,
+addresses, peers), what goes away comes last in reverse, so that no packet of a network that
+stays is ever dropped during an apply. A machine whose wiring changed is unwired then wired.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv6Address, IPv6Network
+
+from sixpn.core.hoststate import HostState, MachineLink, Route, WgPeer
+
+
+@dataclass(frozen=True, slots=True)
+class EnsureWg:
+    ifname: str
+    listen_port: int
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveWg:
+    ifname: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetPeer:
+    peer: WgPeer
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePeer:
+    public_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class AddAddress:
+    address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAddress:
+    address: IPv6Address
+
+
+@dataclass(frozen=True, slots=True)
+class WireMachine:
+    link: MachineLink
+
+
+@dataclass(frozen=True, slots=True)
+class UnwireMachine:
+    link: MachineLink
+
+
+@dataclass(frozen=True, slots=True)
+class AddRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveRoute:
+    route: Route
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceNftTable:
+    """The fixed rules (re)written with the pairs, in one atomic batch."""
+
+    pairs: frozenset[IPv6Network]
+
+
+@dataclass(frozen=True, slots=True)
+class AddPairs:
+    networks: frozenset[IPv6Network]
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePairs:
+    networks: frozenset[IPv6Network]
+
+
+Op = (
+    EnsureWg
+    | RemoveWg
+    | SetPeer
+    | RemovePeer
+    | AddAddress
+    | RemoveAddress
+    | WireMachine
+    | UnwireMachine
+    | AddRoute
+    | RemoveRoute
+    | ReplaceNftTable
+    | AddPairs
+    | RemovePairs
+)
+
+
+def _by_key(peers: Iterable[WgPeer]) -> dict[str, WgPeer]:
+    return {p.public_key: p for p in peers}
+
+
+def plan(actual: HostState, desired: HostState) -> list[Op]:
+    ops: list[Op] = []
+    # -- what traffic needs first ------------------------------------------------------------
+    wg_changed = (actual.wg_ifname, actual.listen_port) != (desired.wg_ifname, desired.listen_port)
+    if desired.wg_ifname is not None and wg_changed:
+        if actual.wg_ifname is not None and actual.wg_ifname != desired.wg_ifname:
+            ops.append(RemoveWg(actual.wg_ifname))
+        ops.append(EnsureWg(desired.wg_ifname, desired.listen_port))
+    if not actual.nft_rules_ok:
+        ops.append(ReplaceNftTable(desired.pairs))
+    elif desired.pairs - actual.pairs:
+        ops.append(AddPairs(desired.pairs - actual.pairs))
+
+    # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
+    gone_ifs: set[str | None] = set()
+    if wg_changed and actual.wg_ifname != desired.wg_ifname:
+        gone_ifs.add(actual.wg_ifname)
+    stale_machines = actual.machines - desired.machines
+    desired_ids = {m.machine_id for m in desired.machines}
+    for link in sorted(stale_machines, key=lambda m: m.machine_id):
+        if link.machine_id in desired_ids:
+            ops.append(UnwireMachine(link))  # rewired below with its new shape
+            gone_ifs.add(link.host_ifname)
+    for link in sorted(desired.machines - actual.machines, key=lambda m: m.machine_id):
+        ops.append(WireMachine(link))
+    routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
+    for route in sorted(desired.routes - routes, key=_route_key):
+        ops.append(AddRoute(route))
+    for address in sorted(desired.service_addresses - actual.service_addresses):
+        ops.append(AddAddress(address))
+    kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
+    have, want = _by_key(kept_peers), _by_key(desired.wg_peers)
+    for key in sorted(want):
+        if have.get(key) != want[key]:
+            ops.append(SetPeer(want[key]))
+
+    # -- what goes away, last ------------------------------------------------------------------
+    for key in sorted(set(have) - set(want)):
+        ops.append(RemovePeer(key))
+    for address in sorted(actual.service_addresses - desired.service_addresses):
+        ops.append(RemoveAddress(address))
+    for route in sorted(routes - desired.routes, key=_route_key):
+        ops.append(RemoveRoute(route))
+    for link in sorted(stale_machines, key=lambda m: m.machine_id):
+        if link.machine_id not in desired_ids:
+            ops.append(UnwireMachine(link))
+    if actual.nft_rules_ok and actual.pairs - desired.pairs:
+        ops.append(RemovePairs(actual.pairs - desired.pairs))
+    if desired.wg_ifname is None and actual.wg_ifname is not None:
+        ops.append(RemoveWg(actual.wg_ifname))
+    return ops
+
+
+def _route_key(route: Route) -> tuple[int, str]:
+    return (int(route.prefix.network_address), route.ifname)
+
+
+def apply(state: HostState, ops: Iterable[Op]) -> HostState:
+    """The model of applying ``ops``: what the kernel holds afterwards."""
+    s = state
+    for op in ops:
+        match op:
+            case EnsureWg(ifname=ifname, listen_port=port):
+                keep = s.wg_peers if s.wg_ifname == ifname else frozenset()
+                s = dataclasses.replace(s, wg_ifname=ifname, listen_port=port, wg_peers=keep)
+            case RemoveWg(ifname=ifname):
+                if s.wg_ifname == ifname:
+                    routes = frozenset(r for r in s.routes if r.ifname != ifname)
+                    s = dataclasses.replace(
+                        s, wg_ifname=None, listen_port=0, wg_peers=frozenset(), routes=routes
+                    )
+            case SetPeer(peer=peer):
+                others = frozenset(p for p in s.wg_peers if p.public_key != peer.public_key)
+                s = dataclasses.replace(s, wg_peers=others | {peer})
+            case RemovePeer(public_key=key):
+                s = dataclasses.replace(
+                    s, wg_peers=frozenset(p for p in s.wg_peers if p.public_key != key)
+                )
+            case AddAddress(address=a):
+                s = dataclasses.replace(s, service_addresses=s.service_addresses | {a})
+            case RemoveAddress(address=a):
+                s = dataclasses.replace(s, service_addresses=s.service_addresses - {a})
+            case WireMachine(link=link):
+                same_id = frozenset(m for m in s.machines if m.machine_id == link.machine_id)
+                s = dataclasses.replace(s, machines=(s.machines - same_id) | {link})
+            case UnwireMachine(link=link):
+                routes = frozenset(r for r in s.routes if r.ifname != link.host_ifname)
+                s = dataclasses.replace(s, machines=s.machines - {link}, routes=routes)
+            case AddRoute(route=r):
+                s = dataclasses.replace(s, routes=s.routes | {r})
+            case RemoveRoute(route=r):
+                s = dataclasses.replace(s, routes=s.routes - {r})
+            case ReplaceNftTable(pairs=pairs):
+                s = dataclasses.replace(s, pairs=pairs, nft_rules_ok=True)
+            case AddPairs(networks=n):
+                s = dataclasses.replace(s, pairs=s.pairs | n)
+            case RemovePairs(networks=n):
+                s = dataclasses.replace(s, pairs=s.pairs - n)
+    return s

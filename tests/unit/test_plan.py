@@ -1,0 +1,213 @@
+"""The planner: from any actual state, its plan applied (to the model) gives the desired state,
+and a second plan is empty. Plus the desired-state function on a small fleet."""
+
+from __future__ import annotations
+
+from ipaddress import IPv6Address, IPv6Network
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sixpn.core import addressing
+from sixpn.core.desired import desired_state
+from sixpn.core.hoststate import (
+    SIXPN_ROUTE,
+    HostState,
+    MachineLink,
+    Route,
+    WgPeer,
+    machine_ifname,
+    machine_netns,
+)
+from sixpn.core.plan import apply, plan
+from sixpn.model.entities import Host, Machine, MachineState, Peer
+
+pytestmark = pytest.mark.unit
+
+KEYS = [f"{i:02d}" + "k" * 41 + "=" for i in range(6)]
+IDS = [f"{i:x}" * 14 for i in range(1, 7)]  # distinct 12-character prefixes
+NETS = [addressing.network_prefix(n) for n in (1, 2, 3)]
+
+prefixes = st.sampled_from(
+    [addressing.host_prefix(n, h) for n in (1, 2, 3) for h in (1, 2)]
+    + [addressing.peer_prefix(1, 1, s) for s in range(3)]
+)
+peers = st.builds(
+    WgPeer,
+    public_key=st.sampled_from(KEYS),
+    allowed_ips=st.frozensets(prefixes, max_size=3),
+    endpoint=st.sampled_from([None, "192.0.2.1:51820", "192.0.2.2:51820"]),
+    keepalive=st.sampled_from([0, 25]),
+)
+
+
+@st.composite
+def links(draw: st.DrawFn) -> MachineLink:
+    mid = draw(st.sampled_from(IDS))
+    net = draw(st.sampled_from([1, 2]))
+    field = 0x10000 + IDS.index(mid) * 7 + draw(st.integers(0, 1))
+    return MachineLink(
+        machine_id=mid,
+        netns=draw(st.sampled_from([machine_netns(mid), f"orch-{mid}"])),
+        host_ifname=machine_ifname(mid),
+        address=addressing.machine_address(net, 1, field),
+        prefix=addressing.machine_prefix(net, 1, field),
+    )
+
+
+def unique_by_id(ls: frozenset[MachineLink]) -> frozenset[MachineLink]:
+    seen: dict[str, MachineLink] = {}
+    for link in sorted(ls, key=lambda x: (x.machine_id, str(x.address), x.netns)):
+        seen.setdefault(link.machine_id, link)
+    return frozenset(seen.values())
+
+
+def unique_by_key(ps: frozenset[WgPeer]) -> frozenset[WgPeer]:
+    seen: dict[str, WgPeer] = {}
+    for p in sorted(ps, key=lambda x: (x.public_key, repr(x))):
+        seen.setdefault(p.public_key, p)
+    return frozenset(seen.values())
+
+
+addresses = st.frozensets(
+    st.sampled_from(
+        [addressing.DNS_ADDRESS, *(addressing.network_service_address(n) for n in (1, 2))]
+    )
+)
+
+
+@st.composite
+def desired_states(draw: st.DrawFn) -> HostState:
+    wg = draw(st.sampled_from(["sxw1", "sxw2"]))
+    machines = unique_by_id(draw(st.frozensets(links(), max_size=4)))
+    routes = {Route(SIXPN_ROUTE, wg)} | {Route(m.prefix, m.host_ifname) for m in machines}
+    return HostState(
+        wg_ifname=wg,
+        listen_port=draw(st.sampled_from([51820, 51821])),
+        wg_peers=unique_by_key(draw(st.frozensets(peers, max_size=4))),
+        service_addresses=draw(addresses),
+        machines=machines,
+        routes=frozenset(routes),
+        pairs=draw(st.frozensets(st.sampled_from(NETS))),
+    )
+
+
+@st.composite
+def actual_states(draw: st.DrawFn) -> HostState:
+    """Anything the kernel might hold: partial, drifted, or from another fleet state."""
+    base = draw(desired_states())
+    extra_routes = draw(
+        st.frozensets(
+            st.builds(Route, st.sampled_from([SIXPN_ROUTE, *NETS]), st.sampled_from(["sxw1", "x"]))
+        )
+    )
+    return HostState(
+        wg_ifname=draw(st.sampled_from([None, base.wg_ifname])),
+        listen_port=base.listen_port,
+        wg_peers=base.wg_peers,
+        service_addresses=base.service_addresses,
+        machines=base.machines,
+        routes=draw(st.frozensets(st.sampled_from(sorted(base.routes, key=str)))) | extra_routes,
+        pairs=base.pairs,
+        nft_rules_ok=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=400, deadline=None)
+@given(actual_states(), desired_states())
+def test_the_plan_takes_any_actual_state_to_the_desired_one(
+    actual: HostState, desired: HostState
+) -> None:
+    if actual.wg_ifname is None:
+        actual = HostState(
+            wg_ifname=None,
+            service_addresses=actual.service_addresses,
+            machines=actual.machines,
+            routes=frozenset(r for r in actual.routes if r.ifname != "sxw1"),
+            pairs=actual.pairs,
+            nft_rules_ok=actual.nft_rules_ok,
+        )
+    ops = plan(actual, desired)
+    assert apply(actual, ops) == desired
+    assert plan(desired, desired) == []
+    assert plan(apply(actual, ops), desired) == []
+
+
+def host(name: str, host_id: int, region: str = "fra", *, gateway: bool = False) -> Host:
+    return Host(
+        name=name,
+        host_id=host_id,
+        region=region,
+        endpoint=f"192.0.2.{host_id}:51820",
+        public_key=KEYS[host_id],
+        gateway=gateway,
+        created_at=0.0,
+    )
+
+
+def machine(mid: str, host_: Host, net: int, state: MachineState = MachineState.STARTED) -> Machine:
+    field = 0x10000 + int(mid[:4], 16)
+    return Machine(
+        id=mid,
+        org="o",
+        app="web",
+        network="default",
+        net_id=net,
+        host=host_.name,
+        host_id=host_.host_id,
+        region=host_.region,
+        field=field,
+        address=addressing.machine_address(net, host_.host_id, field),
+        state=state,
+        process_group="app",
+        metadata={},
+        created_at=0.0,
+        updated_at=0.0,
+    )
+
+
+def test_desired_state_of_a_small_fleet() -> None:
+    a, b, c = host("a", 1, gateway=True), host("b", 2), host("c", 3)
+    hosts = {h.name: h for h in (a, b, c)}
+    ms = [
+        machine("1111aaaa000000", a, 1),
+        machine("2222aaaa000000", a, 2, MachineState.STOPPED),
+        machine("3333bbbb000000", b, 1),
+        machine("4444bbbb000000", b, 1),
+        machine("5555cccc000000", c, 2, MachineState.DESTROYED),
+    ]
+    laptop = Peer(
+        org="o",
+        name="laptop",
+        network="default",
+        net_id=3,
+        gateway="a",
+        host_id=1,
+        slot=0,
+        address=addressing.peer_address(3, 1, 0),
+        public_key=KEYS[5],
+        ephemeral=False,
+        created_at=0.0,
+        routes=(IPv6Network("2001:db8::/64"),),
+    )
+    state = desired_state(a, hosts, ms, [laptop], listen_port=51820)
+    assert state.wg_ifname == "sxw1"
+    by_key = {p.public_key: p for p in state.wg_peers}
+    assert by_key[b.public_key].allowed_ips == {addressing.host_prefix(1, 2)}
+    assert by_key[b.public_key].endpoint == b.endpoint
+    assert by_key[c.public_key].allowed_ips == frozenset()  # only a destroyed machine there
+    assert by_key[laptop.public_key].allowed_ips == {
+        addressing.peer_prefix(3, 1, 0),
+        IPv6Network("2001:db8::/64"),
+    }
+    assert {m.machine_id for m in state.machines} == {"1111aaaa000000", "2222aaaa000000"}
+    assert state.pairs == {addressing.network_prefix(n) for n in (1, 2, 3)}
+    assert state.service_addresses == {
+        IPv6Address("fdaa::3"),
+        addressing.network_service_address(3),
+    }
+    assert Route(SIXPN_ROUTE, "sxw1") in state.routes
+    # a new machine where its network already is changes no mesh peer
+    more = [*ms, machine("6666bbbb000000", b, 1)]
+    assert desired_state(a, hosts, more, [laptop], listen_port=51820).wg_peers == state.wg_peers

@@ -54,6 +54,7 @@ def test_edns_size_is_read_and_never_below_512() -> None:
         ),
         (b"\x12\x34\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\x01", dnswire.FORMERR),
     ],
+    ids=["short", "response", "qdcount-2", "cut-name", "pointer", "cut-type"],
 )
 def test_malformed_queries(data: bytes, expected: int | None) -> None:
     assert dnswire.parse_query(data) == expected

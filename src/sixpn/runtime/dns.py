@@ -17,11 +17,11 @@ from sixpn.client import Client
 from sixpn.core.dnszone import ZoneSettings
 from sixpn.core.regions import RegionCatalogue, great_circle_km
 from sixpn.core.wireguard import split_endpoint
-from sixpn.dns.feed import ZoneFeed
 from sixpn.dns.forward import Forwarder, upstreams_from_resolv_conf
 from sixpn.dns.metrics import DnsCollector
 from sixpn.dns.server import DnsServer
 from sixpn.dns.zone import Zone
+from sixpn.follower import Follower
 from sixpn.model.entities import Region
 from sixpn.model.errors import InvalidInput, SixpnError
 
@@ -100,7 +100,9 @@ async def run_dns(settings: DnsSettings) -> None:
             registry = CollectorRegistry()
             registry.register(DnsCollector(server))
             start_http_server(port, host, registry=registry)
-        feed = ZoneFeed(client, zone)
+        feed = Follower(
+            client, on_load=zone.load, on_change=lambda _view, deltas: zone.apply(deltas)
+        )
         task = asyncio.create_task(feed.run())
         loaded = asyncio.create_task(feed.loaded.wait())
         try:

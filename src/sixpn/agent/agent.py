@@ -1,0 +1,192 @@
+"""The agent process: join, serve DNS, follow the fleet, reconcile, report.
+
+Start-up: the WireGuard key pair is made in the data directory on first start (only the public
+key leaves the host); with no stored credential the agent joins with the join token and stores
+the credential it gets. Then one follower feeds both the DNS zone and the reconciler from the
+same view; a periodic full resync re-reads the kernel so that drift (a deleted route, rule or
+element) is repaired even when the fleet does not change. A restart changes nothing in the
+kernel unless the desired state changed meanwhile (the plan from the kernel's state is empty),
+so established traffic is not interrupted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from sixpn.agent.datadir import DataDir
+from sixpn.agent.ports import HostPort
+from sixpn.agent.reconciler import Reconciler
+from sixpn.client import Client
+from sixpn.core import addressing
+from sixpn.core.hoststate import HostState, wg_ifname
+from sixpn.core.names import validate_name
+from sixpn.core.wireguard import split_endpoint
+from sixpn.dns.forward import Forwarder, upstreams_from_resolv_conf
+from sixpn.dns.server import DnsServer
+from sixpn.dns.zone import Zone
+from sixpn.follower import Follower
+from sixpn.model.errors import InvalidInput, SixpnError
+from sixpn.runtime.dns import fetch_regions, parse_upstream, zone_settings
+from sixpn.view import Delta, View
+
+log = logging.getLogger("sixpn.agent")
+
+DATA_PATH_KINDS = frozenset({"host", "machine", "peer", "network"})
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    control: str
+    name: str
+    region: str
+    endpoint: str
+    data_dir: Path
+    join_token: str | None = None
+    gateway: bool = False
+    resync_seconds: float = 30.0
+    dns_listen: tuple[str, int] = (str(addressing.DNS_ADDRESS), 53)
+    upstreams: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        validate_name(self.name, field="name")
+        split_endpoint(self.endpoint)
+
+
+HostFactory = Callable[[str, Path], HostPort]  # (wg ifname, private key file) -> host port
+
+
+class Agent:
+    def __init__(self, settings: AgentSettings, make_host: HostFactory) -> None:
+        settings.check()
+        self.settings = settings
+        self.make_host = make_host
+        self.data = DataDir(settings.data_dir)
+        self.dns: DnsServer | None = None
+        self.reconciler: Reconciler | None = None
+        self._status_due = asyncio.Event()
+        self._last: tuple[int, HostState] | None = None
+
+    async def join(self) -> tuple[str, dict[str, Any]]:
+        """The stored credential and identity, or join now and store them."""
+        public_key = self.data.public_key()
+        credential, identity = self.data.credential(), self.data.identity()
+        if credential and identity:
+            if identity.get("name") != self.settings.name:
+                raise InvalidInput(
+                    f"data directory {self.data.path} belongs to host '{identity.get('name')}', "
+                    f"not '{self.settings.name}'",
+                    field="name",
+                )
+            return credential, identity
+        if not self.settings.join_token:
+            raise InvalidInput(
+                "this host has not joined yet: give --join-token", field="join_token"
+            )
+        s = self.settings
+        async with Client(s.control, s.join_token) as client:
+            joined = await client.join_host(
+                s.name, s.region, s.endpoint, public_key, gateway=s.gateway
+            )
+        identity = {"name": s.name, "host_id": joined.host.host_id, "control": s.control}
+        self.data.save_join(joined.credential, identity)
+        log.info("joined as host '%s' (host ID %d)", s.name, joined.host.host_id)
+        return joined.credential, identity
+
+    async def run(self) -> None:
+        credential, identity = await self.join()
+        s = self.settings
+        host = self.make_host(wg_ifname(int(identity["host_id"])), self.data.key_file)
+        port = split_endpoint(s.endpoint)[1]
+        self.reconciler = Reconciler(
+            host, lambda _view: s.name, listen_port=port, on_applied=self._applied
+        )
+        async with Client(s.control, credential) as client:
+            regions = await fetch_regions(client)
+            zone = Zone(zone_settings(regions, s.region, api_in_network=False))
+            upstreams = [parse_upstream(u) for u in s.upstreams] or upstreams_from_resolv_conf()
+            forwarder = Forwarder(upstreams)
+            self.dns = DnsServer(zone, forwarder)
+            await self.dns.start([s.dns_listen])
+            reconciler = self.reconciler
+
+            def on_load(view: View) -> None:
+                zone.load(view)
+                reconciler.request(view)
+
+            def on_change(view: View, deltas: list[Delta]) -> None:
+                zone.apply(deltas)
+                if any(d.kind in DATA_PATH_KINDS for d in deltas):
+                    reconciler.request(view)
+
+            follower = Follower(client, on_load=on_load, on_change=on_change)
+            tasks = [
+                asyncio.create_task(follower.run(), name="follower"),
+                asyncio.create_task(reconciler.run(), name="reconciler"),
+                asyncio.create_task(self._resync(follower), name="resync"),
+                asyncio.create_task(self._report(client, host), name="status"),
+            ]
+            try:
+                await follower.loaded.wait()
+                self.dns.ready = True
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                for task in tasks:
+                    with contextlib.suppress(BaseException):
+                        await task
+                await self.dns.close()
+                await forwarder.close()
+
+    async def _resync(self, follower: Follower) -> None:
+        assert self.reconciler is not None
+        while True:
+            await asyncio.sleep(self.settings.resync_seconds)
+            if follower.loaded.is_set():
+                self.reconciler.request(follower.view)
+
+    def _applied(self, revision: int, desired: HostState) -> None:
+        self._last = (revision, desired)
+        self._status_due.set()
+
+    async def _report(self, client: Client, host: HostPort) -> None:
+        """Write status.json and tell the control plane, at most once a second."""
+        while True:
+            await self._status_due.wait()
+            self._status_due.clear()
+            assert self._last is not None
+            assert self.reconciler is not None
+            revision, desired = self._last
+            stats = self.reconciler.stats
+            self.data.save_status(
+                {
+                    "host": self.settings.name,
+                    "backend": host.backend,
+                    "interface": desired.wg_ifname,
+                    "applied_revision": revision,
+                    "machines": sorted(m.machine_id for m in desired.machines),
+                    "peers": len(desired.wg_peers),
+                    "reconciles": stats.runs,
+                    "operations": stats.ops_applied,
+                    "failures": stats.failures,
+                    "last_error": stats.last_error,
+                    "updated_at": time.time(),
+                }
+            )
+            try:
+                if host.backend in ("kernel", "wireguard-go"):  # not the tests' fake host
+                    await client.report_host_status(
+                        self.settings.name, backend=host.backend, applied_revision=revision
+                    )
+            except SixpnError as exc:
+                log.warning("status report failed: %s", exc.message)
+            await asyncio.sleep(1.0)

@@ -1,0 +1,339 @@
+"""Machines wired to the host, the routes and service addresses the agent owns (pyroute2).
+
+A wired machine (SPEC 7) is: a namespace (the orchestrator's, or ``sixpn-m-<id>`` made here);
+a veth pair whose host side ``sxm<id[:12]>`` is up in the host's namespace with ``fe80::1/64``
+and whose other side is ``eth0`` in the machine's namespace, up, with the machine's address /112
+and ``default via fe80::1``; ``lo`` up there; ``/etc/netns/<ns>/resolv.conf`` and ``hosts``.
+Both veth ends have the tunnel's MTU (1420), so that a machine's packets always fit the mesh.
+
+Rules that hold:
+
+- ``wire_machine`` is idempotent and completes a partial wiring; ``read_machines`` returns only
+  machines wired completely, so that the planner re-wires the others;
+- the host side's alias records what it was wired for (``sixpn <id> <address> <netns>``), and
+  ``read_machines`` checks that against the kernel (the peer's namespace by its netns ID, the
+  peer's index, addresses, routes, files) instead of trusting it;
+- only routes with protocol ``ROUTE_PROTO`` and ``/128`` addresses inside ``fdaa::/16`` on ``lo``
+  are read, added or removed: nothing else in the namespace is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from ipaddress import IPv6Address, IPv6Network
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, NetNS, netns
+
+from sixpn.agent.linux import _sys
+from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
+from sixpn.core.hoststate import HOST_SIDE_ADDRESS, MACHINE_IF_PREFIX, ROUTE_PROTO, MachineLink, Route
+from sixpn.model.errors import Conflict, InvalidInput, NotFound
+
+MTU = 1420
+NETNS_DIR = Path("/var/run/netns")
+ETC_NETNS = Path("/etc/netns")
+FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
+ALIAS_TAG = "sixpn"
+IFF_UP = 0x1
+IFA_F_NODAD = 0x02
+AF6 = socket.AF_INET6
+_ALIAS_MAX = 255
+
+
+# -- machines --------------------------------------------------------------------------------
+
+
+def machine_files(link: MachineLink) -> dict[str, str]:
+    """The files of ``/etc/netns/<ns>/`` that ``ip netns exec`` puts over ``/etc`` (NOTES.md)."""
+    return {
+        "resolv.conf": f"nameserver {DNS_ADDRESS}\n",
+        "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{link.address}\tsixpn-local-6pn\n",
+    }
+
+
+def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
+    """Wire ``link`` (see the module docstring); what is already right is left alone."""
+    what = f"wiring machine {link.machine_id} in namespace {link.netns}"
+    alias = _alias(link)
+    if len(alias) > _ALIAS_MAX:
+        raise InvalidInput(f"{what}: namespace name too long", field="netns")
+    if not (NETNS_DIR / link.netns).exists():
+        if not create_netns:
+            raise NotFound(f"{what}: the namespace does not exist")
+        with _sys.netlink(f"{what}: creating the namespace"):
+            netns.create(link.netns)
+    with _sys.netlink(what), IPRoute() as ipr:
+        host = _ensure_veth(ipr, link, what)
+        ipr.link("set", index=host, ifalias=alias, mtu=MTU, state="up")
+        _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
+    with _sys.netlink(what), NetNS(link.netns, flags=0) as ns:
+        (lo,) = ns.link_lookup(ifname="lo")
+        ns.link("set", index=lo, state="up")
+        (eth0,) = ns.link_lookup(ifname=link.inner_ifname)
+        ns.link("set", index=eth0, mtu=MTU, state="up")
+        _ensure_address(ns, eth0, link.address, 112)
+        ns.route(
+            "replace", dst="::", dst_len=0, gateway=str(HOST_SIDE_ADDRESS), oif=eth0, family=AF6
+        )
+    with _sys.netlink(f"{what}: writing {ETC_NETNS / link.netns}"):
+        etc = ETC_NETNS / link.netns
+        etc.mkdir(parents=True, exist_ok=True)
+        for name, text in machine_files(link).items():
+            path = etc / name
+            if not path.exists() or path.read_text() != text:
+                tmp = etc / f".{name}.sixpn-tmp"
+                tmp.write_text(text)
+                tmp.replace(path)
+
+
+def unwire_machine(link: MachineLink, *, delete_netns: bool) -> None:
+    """Remove the veth pair and the files; the namespace too if ``delete_netns``. Idempotent."""
+    what = f"unwiring machine {link.machine_id} from namespace {link.netns}"
+    with _sys.netlink(what), IPRoute() as ipr, _sys.ignore(_sys.ENODEV):
+        for index in ipr.link_lookup(ifname=link.host_ifname):
+            ipr.link("del", index=index)
+    with _sys.netlink(what):
+        remove_machine_files(link.netns)
+        if delete_netns and (NETNS_DIR / link.netns).exists():
+            netns.remove(link.netns)
+
+
+def remove_machine_files(ns: str) -> None:
+    etc = ETC_NETNS / ns
+    for name in ("resolv.conf", "hosts"):
+        with contextlib.suppress(FileNotFoundError):
+            (etc / name).unlink()
+    with contextlib.suppress(FileNotFoundError, OSError):
+        etc.rmdir()  # only if empty: the orchestrator may keep its own files there
+
+
+def read_machines() -> frozenset[MachineLink]:
+    """The machines wired completely: partial wirings are left out (the planner re-wires)."""
+    found = set()
+    with _sys.netlink("reading machine links"), IPRoute() as ipr:
+        host_addrs = _addresses_by_index(ipr)
+        for msg in ipr.get_links():
+            link = _from_alias(msg)
+            if link is None or not _host_side_ok(ipr, msg, link, host_addrs):
+                continue
+            if _machine_side_ok(link, peer_index=msg.get_attr("IFLA_LINK")):
+                found.add(link)
+    return frozenset(found)
+
+
+def machine_aliases() -> list[MachineLink]:
+    """Every ``sxm*`` host-side link's record of what it was wired for, complete or not."""
+    with _sys.netlink("listing machine links"), IPRoute() as ipr:
+        return [link for msg in ipr.get_links() if (link := _from_alias(msg)) is not None]
+
+
+def machine_ifnames() -> list[str]:
+    with _sys.netlink("listing machine links"), IPRoute() as ipr:
+        names = (str(msg.get_attr("IFLA_IFNAME")) for msg in ipr.get_links())
+        return [n for n in names if n.startswith(MACHINE_IF_PREFIX)]
+
+
+def _alias(link: MachineLink) -> str:
+    return f"{ALIAS_TAG} {link.machine_id} {link.address} {link.netns}"
+
+
+def _from_alias(msg: Any) -> MachineLink | None:
+    name = str(msg.get_attr("IFLA_IFNAME"))
+    parts = str(msg.get_attr("IFLA_IFALIAS") or "").split(" ")
+    if not name.startswith(MACHINE_IF_PREFIX) or len(parts) != 4 or parts[0] != ALIAS_TAG:
+        return None
+    try:
+        address = IPv6Address(parts[2])
+    except ValueError:
+        return None
+    prefix = IPv6Network(f"{address}/112", strict=False)
+    return MachineLink(parts[1], parts[3], name, address, prefix)
+
+
+def _host_side_ok(
+    ipr: Any, msg: Any, link: MachineLink, addrs: dict[int, set[tuple[IPv6Address, int]]]
+) -> bool:
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
+        return False
+    if not msg["flags"] & IFF_UP or msg.get_attr("IFLA_MTU") != MTU:
+        return False
+    if (HOST_SIDE_ADDRESS, 64) not in addrs.get(msg["index"], set()):
+        return False
+    nsid = msg.get_attr("IFLA_LINK_NETNSID")
+    return nsid is not None and nsid == _nsid(ipr, link.netns)
+
+
+def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
+    if not (NETNS_DIR / link.netns).exists():
+        return False
+    etc = ETC_NETNS / link.netns
+    for name, text in machine_files(link).items():
+        try:
+            if (etc / name).read_text() != text:
+                return False
+        except OSError:
+            return False
+    with NetNS(link.netns, flags=0) as ns:
+        by_name = {str(m.get_attr("IFLA_IFNAME")): m for m in ns.get_links()}
+        lo, eth0 = by_name.get("lo"), by_name.get(link.inner_ifname)
+        if lo is None or eth0 is None or eth0["index"] != peer_index:
+            return False
+        if not (lo["flags"] & IFF_UP and eth0["flags"] & IFF_UP) or eth0.get_attr("IFLA_MTU") != MTU:
+            return False
+        if (link.address, 112) not in _addresses_by_index(ns).get(eth0["index"], set()):
+            return False
+        return any(
+            r["dst_len"] == 0
+            and r.get_attr("RTA_OIF") == eth0["index"]
+            and r.get_attr("RTA_GATEWAY") == str(HOST_SIDE_ADDRESS)
+            for r in ns.route("dump", family=AF6)
+        )
+
+
+def _ensure_veth(ipr: Any, link: MachineLink, what: str) -> int:
+    """The host side's index, after making sure its peer is ``eth0`` of the machine namespace."""
+    found = ipr.link_lookup(ifname=link.host_ifname)
+    nsid = _nsid(ipr, link.netns)
+    with NetNS(link.netns, flags=0) as ns:
+        inner = ns.link_lookup(ifname=link.inner_ifname)
+    if found:
+        (msg,) = ipr.get_links(found[0])
+        ours = msg.get_attr("IFLA_LINK_NETNSID") == nsid and inner == [msg.get_attr("IFLA_LINK")]
+        if ours and nsid is not None:
+            return int(found[0])
+        ipr.link("del", index=found[0])  # a stale pair (its peer elsewhere): made again
+        with NetNS(link.netns, flags=0) as ns:
+            inner = ns.link_lookup(ifname=link.inner_ifname)
+    if inner:
+        raise Conflict(f"{what}: {link.inner_ifname} already exists there and is not ours")
+    ipr.link(
+        "add",
+        ifname=link.host_ifname,
+        kind="veth",
+        peer={"ifname": link.inner_ifname, "net_ns_fd": link.netns},
+    )
+    return int(ipr.link_lookup(ifname=link.host_ifname)[0])
+
+
+def _nsid(ipr: Any, ns: str) -> int | None:
+    """The ID this namespace gives ``ns`` (what a veth's IFLA_LINK_NETNSID says), if any."""
+    try:
+        fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        got = ipr.get_netnsid(fd=fd)
+    finally:
+        os.close(fd)
+    nsid = None if got is None else got.get("nsid")
+    return int(nsid) if nsid is not None and nsid >= 0 else None
+
+
+def _ensure_address(ipr: Any, index: int, address: IPv6Address, prefixlen: int) -> None:
+    with _sys.ignore(_sys.EEXIST):
+        ipr.addr(
+            "add",
+            index=index,
+            address=str(address),
+            prefixlen=prefixlen,
+            family=AF6,
+            flags=IFA_F_NODAD,  # usable at once; the address is unique by construction
+        )
+
+
+def _addresses_by_index(ipr: Any) -> dict[int, set[tuple[IPv6Address, int]]]:
+    out: dict[int, set[tuple[IPv6Address, int]]] = {}
+    for a in ipr.get_addr(family=AF6):
+        address = IPv6Address(a.get_attr("IFA_ADDRESS"))
+        out.setdefault(int(a["index"]), set()).add((address, int(a["prefixlen"])))
+    return out
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+def add_route(route: Route) -> None:
+    """Route ``route.prefix`` to ``route.ifname`` with our protocol (replacing one to elsewhere)."""
+    what = f"adding route {route.prefix} dev {route.ifname}"
+    with _sys.netlink(what), IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=route.ifname)
+        if not found:
+            raise NotFound(f"{what}: no interface {route.ifname}")
+        ipr.route("replace", **_route_spec(route), oif=found[0])
+
+
+def remove_route(route: Route) -> None:
+    what = f"removing route {route.prefix} dev {route.ifname}"
+    with _sys.netlink(what), IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=route.ifname)
+        if found:
+            with _sys.ignore(_sys.ESRCH, _sys.ENODEV, _sys.ENOENT):
+                ipr.route("del", **_route_spec(route), oif=found[0])
+
+
+def read_routes() -> frozenset[Route]:
+    """The routes with protocol ``ROUTE_PROTO``, and only those."""
+    with _sys.netlink("reading routes"), IPRoute() as ipr:
+        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()}
+        found = set()
+        for r in ipr.route("dump", family=AF6):
+            oif = r.get_attr("RTA_OIF")
+            if r["proto"] != ROUTE_PROTO or oif not in names:
+                continue
+            dst = r.get_attr("RTA_DST") or "::"
+            found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif]))
+    return frozenset(found)
+
+
+def _route_spec(route: Route) -> dict[str, Any]:
+    prefix = route.prefix
+    return {
+        "dst": str(prefix.network_address),
+        "dst_len": prefix.prefixlen,
+        "proto": ROUTE_PROTO,
+        "family": AF6,
+    }
+
+
+# -- service addresses on lo -----------------------------------------------------------------
+
+
+def add_address(address: IPv6Address) -> None:
+    with _sys.netlink(f"adding {address}/128 to lo"), IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo")
+        _ensure_address(ipr, lo, address, 128)
+
+
+def remove_address(address: IPv6Address) -> None:
+    with _sys.netlink(f"removing {address}/128 from lo"), IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo")
+        with _sys.ignore(_sys.EADDRNOTAVAIL, _sys.ENOENT):
+            ipr.addr("del", index=lo, address=str(address), prefixlen=128, family=AF6)
+
+
+def read_service_addresses() -> frozenset[IPv6Address]:
+    """The ``/128`` addresses inside ``fdaa::/16`` on ``lo``."""
+    with _sys.netlink("reading addresses on lo"), IPRoute() as ipr:
+        (lo,) = ipr.link_lookup(ifname="lo")
+        on_lo = _addresses_by_index(ipr).get(int(lo), set())
+    return frozenset(a for a, plen in on_lo if plen == 128 and a in SIXPN_PREFIX)
+
+
+# -- forwarding ------------------------------------------------------------------------------
+
+
+def enable_forwarding() -> None:
+    """IPv6 forwarding in this namespace (``/proc/sys`` is per namespace of the caller)."""
+    with _sys.netlink("enabling IPv6 forwarding"):
+        if not forwarding_enabled():
+            FORWARDING.write_text("1\n")
+
+
+def forwarding_enabled() -> bool:
+    return FORWARDING.read_text().strip() == "1"
+

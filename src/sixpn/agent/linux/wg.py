@@ -1,0 +1,207 @@
+"""The host's WireGuard interface: kernel module or wireguard-go, configured with ``wg``.
+
+Both backends are configured the same way, through the ``wg`` tool, so everything below
+``ensure_interface`` is backend-agnostic. With wireguard-go the interface is a tun device held
+by a daemon that forks itself away (in its own session here), so it outlives the agent: an
+agent restart does not interrupt traffic, and deleting the link is what stops the daemon.
+
+Rules that hold:
+
+- ``set_peer`` gives a peer exactly the allowed IPs it is given (``wg set ... allowed-ips``
+  replaces the list); an endpoint is set only when given, as a client peer's endpoint is learned
+  from its packets;
+- wireguard-go's control sockets live in ``/var/run/wireguard/<ifname>.sock`` for every
+  namespace, so interface names must be unique on the machine (``sxw<host id>`` is);
+- ``read`` returns None when the interface does not exist in this namespace.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+from ipaddress import IPv6Network, ip_network
+from pathlib import Path
+from typing import Any
+
+from pyroute2 import IPRoute, NetlinkError
+
+from sixpn.agent.linux import _sys
+from sixpn.core.hoststate import WgPeer
+from sixpn.model.errors import SixpnError, Unavailable
+
+KERNEL = "kernel"
+WIREGUARD_GO = "wireguard-go"
+MTU = 1420  # 1500 minus the IPv6 + UDP + WireGuard overhead (80 bytes)
+SOCKET_DIR = Path("/var/run/wireguard")
+
+
+def detect_backend() -> str:
+    """"kernel" if this namespace can make a WireGuard link, else "wireguard-go" if installed."""
+    probe = f"sxwp{secrets.token_hex(4)}"
+    with IPRoute() as ipr:
+        try:
+            ipr.link("add", ifname=probe, kind="wireguard")
+        except NetlinkError:
+            pass
+        else:
+            ipr.link("del", index=ipr.link_lookup(ifname=probe)[0])
+            return KERNEL
+    if shutil.which("wireguard-go") is not None:
+        return WIREGUARD_GO
+    raise Unavailable(
+        "choosing a WireGuard backend: the kernel has no WireGuard support and wireguard-go "
+        "is not installed (apt-get install --no-install-recommends wireguard-go)"
+    )
+
+
+def ensure_interface(ifname: str, listen_port: int, private_key_path: Path, backend: str) -> None:
+    """Create ``ifname`` if absent, then set its port and key, MTU 1420, link up. Idempotent."""
+    what = f"setting up WireGuard interface {ifname} ({backend})"
+    if _index(ifname) is None:
+        if backend == KERNEL:
+            with _sys.netlink(what), IPRoute() as ipr:
+                ipr.link("add", ifname=ifname, kind="wireguard")
+        elif backend == WIREGUARD_GO:
+            # LOG_LEVEL unset: the daemon then gets /dev/null for its output and never holds
+            # our pipes open; its own session keeps it out of the agent's process group.
+            env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"}
+            _sys.run(["wireguard-go", ifname], what, env=env, new_session=True)
+            _sys.wait_for(lambda: _index(ifname) is not None, f"{what}: waiting for the link")
+        else:
+            raise SixpnError(f"{what}: unknown backend {backend!r}")
+    wg_set = ["wg", "set", ifname, "listen-port", str(listen_port)]
+    _sys.run([*wg_set, "private-key", str(private_key_path)], what)
+    with _sys.netlink(what), IPRoute() as ipr:
+        ipr.link("set", index=_require(ipr, ifname), mtu=MTU, state="up")
+
+
+def remove_interface(ifname: str) -> None:
+    """Delete ``ifname``; a wireguard-go daemon exits when its tun goes (waited for). Idempotent."""
+    what = f"removing WireGuard interface {ifname}"
+    pid = daemon_pid(ifname)
+    with _sys.netlink(what), IPRoute() as ipr, _sys.ignore(_sys.ENODEV):
+        index = ipr.link_lookup(ifname=ifname)
+        if index:
+            ipr.link("del", index=index[0])
+    _sys.wait_for(lambda: _index(ifname) is None, f"{what}: waiting for the link to go")
+    if pid is not None:
+        try:
+            _sys.wait_for(lambda: not _alive(pid), f"{what}: waiting for wireguard-go {pid}")
+        except SixpnError:
+            # The daemon held this interface's tun (daemon_pid checks that): it is ours to stop.
+            os.kill(pid, signal.SIGTERM)
+            _sys.wait_for(lambda: not _alive(pid), f"{what}: stopping wireguard-go {pid}")
+
+
+def set_peer(ifname: str, peer: WgPeer) -> None:
+    """Add or update ``peer``: its allowed IPs become exactly ``peer.allowed_ips``."""
+    allowed = ",".join(str(n) for n in sorted(peer.allowed_ips, key=_net_key))
+    argv = ["wg", "set", ifname, "peer", peer.public_key, "allowed-ips", allowed]
+    if peer.endpoint is not None:
+        argv += ["endpoint", peer.endpoint]
+    argv += ["persistent-keepalive", str(peer.keepalive) if peer.keepalive else "off"]
+    _sys.run(argv, f"setting peer {peer.public_key} on {ifname}")
+
+
+def remove_peer(ifname: str, public_key: str) -> None:
+    _sys.run(["wg", "set", ifname, "peer", public_key, "remove"], f"removing peer {public_key}")
+
+
+def read(ifname: str) -> tuple[int, frozenset[WgPeer]] | None:
+    """(listen port, peers) of ``ifname`` as the kernel or daemon has them; None if absent.
+
+    Allowed IPs that are not IPv6 are left out: the agent never sets them.
+    """
+    rows = _dump(ifname)
+    if rows is None:
+        return None
+    port = int(rows[0][2])
+    peers = set()
+    for key, _psk, endpoint, allowed, _hs, _rx, _tx, keepalive in rows[1:]:
+        nets = frozenset(
+            n
+            for n in (ip_network(a, strict=False) for a in allowed.split(",") if a != "(none)")
+            if isinstance(n, IPv6Network)
+        )
+        peers.add(
+            WgPeer(
+                public_key=key,
+                allowed_ips=nets,
+                endpoint=None if endpoint == "(none)" else endpoint,
+                keepalive=0 if keepalive == "off" else int(keepalive),
+            )
+        )
+    return port, frozenset(peers)
+
+
+def peer_stats(ifname: str) -> list[dict[str, Any]]:
+    """Per peer: public key, endpoint, latest handshake (Unix time, 0 = never), rx/tx bytes."""
+    rows = _dump(ifname) or [[]]
+    return [
+        {
+            "public_key": key,
+            "endpoint": None if endpoint == "(none)" else endpoint,
+            "allowed_ips": [] if allowed == "(none)" else allowed.split(","),
+            "latest_handshake": int(handshake),
+            "rx_bytes": int(rx),
+            "tx_bytes": int(tx),
+        }
+        for key, _psk, endpoint, allowed, handshake, rx, tx, _ka in rows[1:]
+    ]
+
+
+def daemon_pid(ifname: str) -> int | None:
+    """The PID of the wireguard-go process holding ``ifname``'s tun in this namespace, if any.
+
+    Found by what the process holds (its tun file descriptor's ``iff:``), not by its name.
+    """
+    here = os.stat("/proc/self/ns/net").st_ino
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.stat(f"/proc/{entry.name}/ns/net").st_ino != here:
+                continue
+            for fd in os.listdir(f"/proc/{entry.name}/fd"):
+                if os.readlink(f"/proc/{entry.name}/fd/{fd}") != "/dev/net/tun":
+                    continue
+                info = Path(f"/proc/{entry.name}/fdinfo/{fd}").read_text()
+                if f"iff:\t{ifname}\n" in info:
+                    return int(entry.name)
+        except OSError:  # the process went away while we looked, or is not ours to see
+            continue
+    return None
+
+
+def _dump(ifname: str) -> list[list[str]] | None:
+    if _index(ifname) is None:
+        return None
+    out = _sys.run(["wg", "show", ifname, "dump"], f"reading WireGuard interface {ifname}")
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def _index(ifname: str) -> int | None:
+    with IPRoute() as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+    return int(found[0]) if found else None
+
+
+def _require(ipr: Any, ifname: str) -> int:
+    found = ipr.link_lookup(ifname=ifname)
+    if not found:
+        raise SixpnError(f"interface {ifname} does not exist")
+    return int(found[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
+
+
+def _net_key(net: IPv6Network) -> tuple[int, int]:
+    return (int(net.network_address), net.prefixlen)

@@ -1,0 +1,100 @@
+"""Reconciliation: desired state from the view, actual state from the host, apply the plan.
+
+One reconcile at a time; requests that arrive while one runs are coalesced into one more run.
+Kernel work runs in a worker thread so that the DNS server on the same event loop never waits
+for it. Every operation is logged as it is applied; a run whose plan is empty applies nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sixpn.agent.ports import HostPort
+from sixpn.core.desired import desired_state
+from sixpn.core.hoststate import HostState
+from sixpn.core.plan import Op, plan
+from sixpn.view import View
+
+log = logging.getLogger("sixpn.agent.reconcile")
+
+
+@dataclass
+class ReconcileStats:
+    runs: int = 0
+    ops_applied: int = 0
+    failures: int = 0
+    last_duration: float = 0.0
+    applied_revision: int = 0
+    last_error: str = ""
+
+
+class Reconciler:
+    def __init__(
+        self,
+        host: HostPort,
+        me: Callable[[View], str],
+        *,
+        listen_port: int,
+        on_applied: Callable[[int, HostState], None] | None = None,
+    ) -> None:
+        self.host = host
+        self.me = me
+        self.listen_port = listen_port
+        self.on_applied = on_applied
+        self.stats = ReconcileStats()
+        self._wanted = asyncio.Event()
+        self._view: View | None = None
+
+    def desired(self, view: View) -> HostState:
+        name = self.me(view)
+        return desired_state(
+            view.hosts[name],
+            view.hosts,
+            view.machines.values(),
+            view.peers.values(),
+            listen_port=self.listen_port,
+        )
+
+    def request(self, view: View) -> None:
+        """Ask for a reconcile against ``view`` (coalesced with any pending request)."""
+        self._view = view
+        self._wanted.set()
+
+    async def run(self) -> None:
+        """Serve requests forever (cancel to stop)."""
+        while True:
+            await self._wanted.wait()
+            self._wanted.clear()
+            view = self._view
+            assert view is not None
+            revision = view.revision
+            desired = self.desired(view)
+            try:
+                await asyncio.to_thread(self.reconcile_once, desired)
+            except Exception as exc:  # logged, counted, retried at the next request or resync
+                self.stats.failures += 1
+                self.stats.last_error = str(exc)
+                log.error("reconcile at revision %d failed: %s", revision, exc)
+                continue
+            self.stats.applied_revision = revision
+            if self.on_applied is not None:
+                self.on_applied(revision, desired)
+
+    def reconcile_once(self, desired: HostState) -> list[Op]:
+        """Read, plan, apply, op by op (in the calling thread). Returns what was applied."""
+        started = time.monotonic()
+        ops = plan(self.host.read(), desired)
+        for op in ops:
+            log.info("apply %s", op)
+            self.host.apply(op)
+        elapsed = time.monotonic() - started
+        self.stats.runs += 1
+        self.stats.ops_applied += len(ops)
+        self.stats.last_duration = elapsed
+        if ops:
+            log.info("reconciled: %d operations in %.3f s", len(ops), elapsed)
+        return ops

@@ -8,6 +8,12 @@ packages=(
   iproute2      # ip netns, veth: the lab and the agent's tests
   sqlite3       # inspecting the control plane's store by hand
   dnsutils      # dig: the DNS tests ask the real server with the real client
+  wireguard-tools  # wg, wg-quick
+  wireguard-go  # the userspace WireGuard, where the kernel has no module
+  nftables      # nft: isolation
+  iputils-ping  # ping from machines in the tests and the demo
+  iperf3        # data-path benchmark
+  tcpdump       # the tests' capture of the underlay
   "$@"
 )
 

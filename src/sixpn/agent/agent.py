@@ -53,6 +53,7 @@ class AgentSettings:
     resync_seconds: float = 30.0
     dns_listen: tuple[str, int] = (str(addressing.DNS_ADDRESS), 53)
     upstreams: tuple[str, ...] = ()
+    wg_ifname: str | None = None  # default sxw<host id>; the lab makes it unique per run
 
     def check(self) -> None:
         validate_name(self.name, field="name")
@@ -94,7 +95,13 @@ class Agent:
             joined = await client.join_host(
                 s.name, s.region, s.endpoint, public_key, gateway=s.gateway
             )
-        identity = {"name": s.name, "host_id": joined.host.host_id, "control": s.control}
+        host_id = joined.host.host_id
+        identity = {
+            "name": s.name,
+            "host_id": host_id,
+            "control": s.control,
+            "wg_ifname": s.wg_ifname or wg_ifname(host_id),
+        }
         self.data.save_join(joined.credential, identity)
         log.info("joined as host '%s' (host ID %d)", s.name, joined.host.host_id)
         return joined.credential, identity
@@ -102,10 +109,11 @@ class Agent:
     async def run(self) -> None:
         credential, identity = await self.join()
         s = self.settings
-        host = self.make_host(wg_ifname(int(identity["host_id"])), self.data.key_file)
+        ifname = str(identity.get("wg_ifname") or wg_ifname(int(identity["host_id"])))
+        host = self.make_host(ifname, self.data.key_file)
         port = split_endpoint(s.endpoint)[1]
         self.reconciler = Reconciler(
-            host, lambda _view: s.name, listen_port=port, on_applied=self._applied
+            host, lambda _view: s.name, listen_port=port, wg_ifname=ifname, on_applied=self._applied
         )
         async with Client(s.control, credential) as client:
             regions = await fetch_regions(client)

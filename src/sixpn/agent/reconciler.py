@@ -39,11 +39,13 @@ class Reconciler:
         me: Callable[[View], str],
         *,
         listen_port: int,
+        wg_ifname: str | None = None,
         on_applied: Callable[[int, HostState], None] | None = None,
     ) -> None:
         self.host = host
         self.me = me
         self.listen_port = listen_port
+        self.wg_ifname = wg_ifname
         self.on_applied = on_applied
         self.stats = ReconcileStats()
         self._wanted = asyncio.Event()
@@ -57,6 +59,7 @@ class Reconciler:
             view.machines.values(),
             view.peers.values(),
             listen_port=self.listen_port,
+            wg=self.wg_ifname,
         )
 
     def request(self, view: View) -> None:

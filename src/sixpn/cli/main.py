@@ -16,6 +16,7 @@ from pathlib import Path
 import click
 
 import sixpn
+from sixpn.cli.agent import agent
 from sixpn.cli.apps import apps
 from sixpn.cli.dns import dns
 from sixpn.cli.hosts import hosts
@@ -109,7 +110,7 @@ def server(
     asyncio.run(serve(settings))
 
 
-for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard, dns):
+for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard, dns, agent):
     cli.add_command(_noun)
 
 

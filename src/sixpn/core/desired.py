@@ -50,13 +50,17 @@ def desired_state(
     peers: Iterable[Peer],
     *,
     listen_port: int,
+    wg: str | None = None,
     netns_of: Mapping[str, str] | None = None,
 ) -> HostState:
-    """What ``me`` should hold. ``netns_of`` names orchestrator namespaces by machine ID."""
+    """What ``me`` should hold, on interface ``wg`` (default ``sxw<host id>``).
+
+    ``netns_of`` names orchestrator namespaces by machine ID.
+    """
     machines = list(machines)
     peers = list(peers)
     present = networks_by_host(machines, peers)
-    wg = wg_ifname(me.host_id)
+    wg = wg or wg_ifname(me.host_id)
 
     wg_peers: set[WgPeer] = set()
     for other in hosts.values():

@@ -108,6 +108,17 @@ def exec_argv(name: str, argv: Sequence[str]) -> list[str]:
     return ["ip", "netns", "exec", name, *argv]
 
 
+def enter_argv(name: str, argv: Sequence[str]) -> list[str]:
+    """Run ``argv`` in namespace ``name`` for its network only, keeping the mount namespace.
+
+    ``ip netns exec`` gives the command a private mount namespace (for /sys and the
+    /etc/netns files): namespaces that command creates, bind mounts under /var/run/netns,
+    would then be invisible to everyone else. A host's agent creates its machines'
+    namespaces, so it runs this way.
+    """
+    return ["nsenter", f"--net={NETNS_DIR / name}", *argv]
+
+
 def run(name: str, argv: Sequence[str], *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     """Run a command inside the namespace and wait for it; output captured as text."""
     return subprocess.run(

@@ -17,15 +17,15 @@ Choices where the state type is silent:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from pyroute2 import IPRoute
 
 from sixpn.agent.linux import links, nft, wg
-from sixpn.core.addressing import SIXPN_PREFIX
 from sixpn.core.hoststate import (
     MACHINE_NETNS_PREFIX,
-    ROUTE_PROTO,
     WG_IF_PREFIX,
     HostState,
     MachineLink,
@@ -78,12 +78,10 @@ class LinuxHost:
         )
 
     def _present_wg(self) -> str | None:
-        with IPRoute() as ipr:
-            names = [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
-        if self.wg_ifname in names:
+        present = self._wg_links()
+        if self.wg_ifname in present:
             return self.wg_ifname
-        others = sorted(n for n in names if n.startswith(WG_IF_PREFIX))
-        return others[0] if others else None
+        return present[0] if present else None
 
     # -- applying ----------------------------------------------------------------------------
 
@@ -129,29 +127,25 @@ class LinuxHost:
         Machine namespaces are removed only if they are wired to this host (another host's
         agent may run on the same machine and own other ``sixpn-m-*`` namespaces).
         """
+        steps: list[Callable[[], None]] = []
+        for link in links.machine_aliases():
+            steps.append(partial(links.unwire_machine, link, delete_netns=self._made_here(link)))
+        steps.append(links.delete_machine_links)  # any left: partial wirings without an alias
+        for ifname in sorted({self.wg_ifname, *self._wg_links()}):
+            steps.append(partial(wg.remove_interface, ifname))
+        steps += [partial(links.remove_route, r) for r in links.read_routes()]
+        steps += [partial(links.remove_address, a) for a in links.read_service_addresses()]
+        steps.append(nft.delete_table)  # last: isolation holds while machines are still wired
         errors: list[SixpnError] = []
-
-        def attempt(step: object, *args: object, **kwargs: object) -> None:
-            assert callable(step)
+        for step in steps:
             try:
-                step(*args, **kwargs)
+                step()
             except SixpnError as exc:
                 errors.append(exc)
-
-        attempt(nft.delete_table)
-        for link in links.machine_aliases():
-            attempt(links.unwire_machine, link, delete_netns=self._made_here(link))
-        for ifname in links.machine_ifnames():  # links without our alias: partial wirings
-            stray = MachineLink("?", "", ifname, SIXPN_PREFIX.network_address, SIXPN_PREFIX)
-            attempt(links.unwire_machine, stray, delete_netns=False)
-        with IPRoute() as ipr:
-            names = [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
-        for ifname in sorted({self.wg_ifname} | {n for n in names if n.startswith(WG_IF_PREFIX)}):
-            attempt(wg.remove_interface, ifname)
-        for route in links.read_routes():
-            attempt(links.remove_route, route)
-        for address in links.read_service_addresses():
-            attempt(links.remove_address, address)
-        assert ROUTE_PROTO  # routes are found by it in links.read_routes
         if errors:
             raise errors[0]
+
+    def _wg_links(self) -> list[str]:
+        with IPRoute() as ipr:
+            names = [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
+        return sorted(n for n in names if n.startswith(WG_IF_PREFIX))

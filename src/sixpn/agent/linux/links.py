@@ -30,8 +30,14 @@ from pyroute2 import IPRoute, NetNS, netns
 
 from sixpn.agent.linux import _sys
 from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
-from sixpn.core.hoststate import HOST_SIDE_ADDRESS, MACHINE_IF_PREFIX, ROUTE_PROTO, MachineLink, Route
-from sixpn.model.errors import Conflict, InvalidInput, NotFound
+from sixpn.core.hoststate import (
+    HOST_SIDE_ADDRESS,
+    MACHINE_IF_PREFIX,
+    ROUTE_PROTO,
+    MachineLink,
+    Route,
+)
+from sixpn.model.errors import Conflict, InvalidInput, NotFound, Unavailable
 
 MTU = 1420
 NETNS_DIR = Path("/var/run/netns")
@@ -64,6 +70,7 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
     if not (NETNS_DIR / link.netns).exists():
         if not create_netns:
             raise NotFound(f"{what}: the namespace does not exist")
+        _check_netns_store_shared(what)
         with _sys.netlink(f"{what}: creating the namespace"):
             netns.create(link.netns)
     with _sys.netlink(what), IPRoute() as ipr:
@@ -88,6 +95,32 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
                 tmp = etc / f".{name}.sixpn-tmp"
                 tmp.write_text(text)
                 tmp.replace(path)
+
+
+def _check_netns_store_shared(what: str) -> None:
+    """Refuse to make a namespace that nobody else would see.
+
+    A namespace's name is a bind mount under ``/var/run/netns``. In a mount namespace that is a
+    slave of another (``ip netns exec`` makes one; so do systemd's private mounts and container
+    "HostToContainer" propagation), that mount reaches neither the operator's shell nor
+    ``sixpn lab exec``, and it vanishes with the agent, taking the machine's wiring with it.
+    """
+    target = str(NETNS_DIR.resolve())
+    best, fields = "", ""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            parts = line.split(" - ", 1)[0].split()
+            point = parts[4]
+            inside = target == point or target.startswith(point.rstrip("/") + "/")
+            if inside and len(point) >= len(best):
+                best, fields = point, " ".join(parts[6:])
+    if "master:" in fields:
+        raise Unavailable(
+            f"{what}: this process's mount namespace does not propagate {best} to the one it "
+            "came from (started with `ip netns exec`?), so a namespace made here would be "
+            "invisible outside and vanish with the agent; enter the host namespace with "
+            "`nsenter --net=/var/run/netns/<host>` (network only) instead"
+        )
 
 
 def unwire_machine(link: MachineLink, *, delete_netns: bool) -> None:
@@ -131,10 +164,13 @@ def machine_aliases() -> list[MachineLink]:
         return [link for msg in ipr.get_links() if (link := _from_alias(msg)) is not None]
 
 
-def machine_ifnames() -> list[str]:
-    with _sys.netlink("listing machine links"), IPRoute() as ipr:
-        names = (str(msg.get_attr("IFLA_IFNAME")) for msg in ipr.get_links())
-        return [n for n in names if n.startswith(MACHINE_IF_PREFIX)]
+def delete_machine_links() -> None:
+    """Delete every ``sxm*`` link here (teardown: the veth peers go with them)."""
+    with _sys.netlink("deleting machine links"), IPRoute() as ipr:
+        for msg in ipr.get_links():
+            if str(msg.get_attr("IFLA_IFNAME")).startswith(MACHINE_IF_PREFIX):
+                with _sys.ignore(_sys.ENODEV):
+                    ipr.link("del", index=msg["index"])
 
 
 def _alias(link: MachineLink) -> str:
@@ -183,7 +219,10 @@ def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
         lo, eth0 = by_name.get("lo"), by_name.get(link.inner_ifname)
         if lo is None or eth0 is None or eth0["index"] != peer_index:
             return False
-        if not (lo["flags"] & IFF_UP and eth0["flags"] & IFF_UP) or eth0.get_attr("IFLA_MTU") != MTU:
+        if (
+            not (lo["flags"] & IFF_UP and eth0["flags"] & IFF_UP)
+            or eth0.get_attr("IFLA_MTU") != MTU
+        ):
             return False
         if (link.address, 112) not in _addresses_by_index(ns).get(eth0["index"], set()):
             return False
@@ -336,4 +375,3 @@ def enable_forwarding() -> None:
 
 def forwarding_enabled() -> bool:
     return FORWARDING.read_text().strip() == "1"
-

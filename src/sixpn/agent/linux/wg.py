@@ -38,7 +38,7 @@ SOCKET_DIR = Path("/var/run/wireguard")
 
 
 def detect_backend() -> str:
-    """"kernel" if this namespace can make a WireGuard link, else "wireguard-go" if installed."""
+    """ "kernel" if this namespace can make a WireGuard link, else "wireguard-go" if installed."""
     probe = f"sxwp{secrets.token_hex(4)}"
     with IPRoute() as ipr:
         try:

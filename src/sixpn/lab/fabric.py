@@ -1,0 +1,330 @@
+"""A multi-host fabric on one machine: an underlay, hosts as namespaces, one agent process each.
+
+Shape: one underlay namespace holding a bridge; each host is a namespace joined to the bridge
+by a veth pair (``eth0``, an address in 192.0.2.0/24, the documentation range, so that nothing
+outside the lab is ever addressed); the control plane runs on this machine's root namespace on
+a Unix socket, which every namespace reaches through the file system; each host's agent runs
+inside its namespace (``ip netns exec``) with its own data directory, and wires its machines into
+namespaces of their own.
+
+Everything the lab makes is written down in ``<root>/lab.json`` as it is made, so that ``down``
+(in this process or another: ``sixpn lab down``) removes exactly that, also after a crash, and
+running it twice is fine. Processes are stopped by PID only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from sixpn.lab import netns
+
+UNDERLAY_NET = "192.0.2"
+WG_PORT = 51820
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    name: str
+    region: str
+    gateway: bool = False
+
+
+@dataclass
+class LabState:
+    lab_id: str
+    admin_token: str
+    join_token: str
+    namespaces: list[str] = field(default_factory=list)
+    pids: dict[str, int] = field(default_factory=dict)  # role -> PID
+    hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Lab:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.state_file = root / "lab.json"
+        self.state: LabState | None = None
+        if self.state_file.exists():
+            self.state = LabState(**json.loads(self.state_file.read_text()))
+
+    # -- bookkeeping ----------------------------------------------------------------------------
+
+    def _save(self) -> None:
+        assert self.state is not None
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(self.state), indent=2))
+        os.replace(tmp, self.state_file)
+
+    @property
+    def socket(self) -> Path:
+        return self.root / "api.sock"
+
+    @property
+    def control_url(self) -> str:
+        return f"unix:{self.socket}"
+
+    def api(self) -> httpx.Client:
+        assert self.state is not None
+        return httpx.Client(
+            base_url="http://sixpn",
+            transport=httpx.HTTPTransport(uds=str(self.socket)),
+            headers={"Authorization": f"Bearer {self.state.admin_token}"},
+            timeout=30,
+        )
+
+    def host_ns(self, name: str) -> str:
+        assert self.state is not None
+        return str(self.state.hosts[name]["ns"])
+
+    # -- up -------------------------------------------------------------------------------------
+
+    def up(self, hosts: list[HostSpec], *, resync: float = 5.0) -> None:
+        if self.state is not None:
+            raise RuntimeError(f"a lab is already up in {self.root} (sixpn lab down first)")
+        if self.root.exists() and any(self.root.iterdir()):
+            raise RuntimeError(f"{self.root} is not empty: the lab needs a directory of its own")
+        self.root.mkdir(parents=True, exist_ok=True)
+        lab_id = secrets.token_hex(2)
+        self.state = LabState(
+            lab_id, "sixpn_lab_" + secrets.token_hex(16), "join_" + secrets.token_hex(16)
+        )
+        self._save()
+        try:
+            self._underlay(hosts)
+            self._control_plane()
+            for i, spec in enumerate(hosts, start=1):
+                self._agent(i, spec, resync)
+            self.wait_hosts_ready()
+        except BaseException:
+            self.down()
+            raise
+
+    def _underlay(self, hosts: list[HostSpec]) -> None:
+        assert self.state is not None
+        under = f"{netns.PREFIX}u{self.state.lab_id}"
+        netns.create(under)
+        self.state.namespaces.append(under)
+        self._save()
+        _ip(under, "link", "add", "br0", "type", "bridge")
+        _ip(under, "link", "set", "br0", "up")
+        for i, spec in enumerate(hosts, start=1):
+            ns = f"{netns.PREFIX}h{self.state.lab_id}-{spec.name}"
+            netns.create(ns)
+            self.state.namespaces.append(ns)
+            address = f"{UNDERLAY_NET}.{10 + i}"
+            self.state.hosts[spec.name] = {
+                "ns": ns,
+                "address": address,
+                "region": spec.region,
+                "gateway": spec.gateway,
+                "wg_ifname": f"sxw{self.state.lab_id}{i:x}",
+                "data_dir": str(self.root / "hosts" / spec.name),
+            }
+            self._save()
+            outer = f"u{self.state.lab_id}{i}"
+            _ip(under, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
+            _ip(under, "link", "set", outer, "master", "br0", "up")
+            _ip(ns, "addr", "add", f"{address}/24", "dev", "eth0")
+            _ip(ns, "link", "set", "eth0", "up")
+
+    def _spawn(self, role: str, argv: list[str]) -> None:
+        assert self.state is not None
+        log = open(self.root / f"{role}.log", "ab")  # noqa: SIM115 - the child keeps it
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        log.close()
+        self.state.pids[role] = proc.pid
+        self._save()
+
+    def _control_plane(self) -> None:
+        assert self.state is not None
+        self._spawn(
+            "server",
+            [
+                sys.executable,
+                "-m",
+                "sixpn",
+                "server",
+                "--db",
+                str(self.root / "server.db"),
+                "--listen",
+                self.control_url,
+                "--admin-token",
+                self.state.admin_token,
+                "--join-token",
+                self.state.join_token,
+                "--heartbeat",
+                "2",
+            ],
+        )
+        _wait(lambda: self.socket.exists() and self._healthy(), 20, "the control plane")
+
+    def _healthy(self) -> bool:
+        try:
+            with self.api() as api:
+                return api.get("/healthz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def agent_argv(self, name: str, resync: float = 5.0) -> list[str]:
+        assert self.state is not None
+        h = self.state.hosts[name]
+        options = {
+            "--control": self.control_url,
+            "--join-token": self.state.join_token,
+            "--name": name,
+            "--region": h["region"],
+            "--endpoint": f"{h['address']}:{WG_PORT}",
+            "--data-dir": h["data_dir"],
+            "--wg-ifname": h["wg_ifname"],
+            "--resync": str(resync),
+            "--upstream": "127.0.0.1:9",  # nothing listens: the lab forwards no names out
+        }
+        argv = [sys.executable, "-m", "sixpn", "agent"]
+        argv += [part for pair in options.items() for part in pair]
+        if h["gateway"]:
+            argv.append("--gateway")
+        return netns.enter_argv(h["ns"], argv)
+
+    def _agent(self, i: int, spec: HostSpec, resync: float) -> None:
+        self._spawn(f"agent-{spec.name}", self.agent_argv(spec.name, resync))
+
+    def start_agent(self, name: str, resync: float = 5.0) -> None:
+        self._spawn(f"agent-{name}", self.agent_argv(name, resync))
+
+    def stop_agent(self, name: str, sig: int = signal.SIGTERM) -> None:
+        assert self.state is not None
+        pid = self.state.pids.pop(f"agent-{name}", None)
+        self._save()
+        if pid is not None:
+            _stop_pid(pid, sig)
+
+    def status(self, name: str) -> dict[str, Any] | None:
+        assert self.state is not None
+        f = Path(self.state.hosts[name]["data_dir"]) / "status.json"
+        return dict(json.loads(f.read_text())) if f.exists() else None
+
+    def wait_hosts_ready(self, timeout: float = 60) -> None:
+        assert self.state is not None
+        for name in self.state.hosts:
+            _wait(lambda n=name: self.status(n) is not None, timeout, f"agent of {name}")
+
+    # -- machines -------------------------------------------------------------------------------
+
+    def machine_ns(self, machine_id: str) -> str:
+        return f"{netns.PREFIX}m-{machine_id}"
+
+    def exec(
+        self, machine: dict[str, Any], argv: list[str], timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        env = ["env", f"SIXPN_PRIVATE_IP={machine['address']}"]
+        return netns.run(self.machine_ns(machine["id"]), [*env, *argv], timeout=timeout)
+
+    def wait_wired(self, machine: dict[str, Any], timeout: float = 10) -> None:
+        def wired() -> bool:
+            ns = self.machine_ns(machine["id"])
+            if not netns.exists(ns):
+                return False
+            out = netns.run(ns, ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+            mine = [line for line in out.splitlines() if f"{machine['address']}/" in line]
+            return bool(mine) and "tentative" not in mine[0]
+
+        _wait(wired, timeout, f"machine {machine['id']} wired")
+
+    # -- down -----------------------------------------------------------------------------------
+
+    def down(self) -> None:
+        """Remove everything recorded in lab.json; fine to run twice, or after a crash."""
+        if self.state is None:
+            return
+        for role in [r for r in self.state.pids if r.startswith("agent-")]:
+            _stop_pid(self.state.pids.pop(role))
+        self._save()
+        machine_ids: list[str] = []
+        if "server" in self.state.pids:
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError), self.api() as api:
+                for org in api.get("/v1/orgs", timeout=5).json():
+                    ms = api.get(f"/v1/orgs/{org['name']}/machines?all=true", timeout=5)
+                    machine_ids += [m["id"] for m in ms.json()]
+        for h in self.state.hosts.values():
+            if netns.exists(h["ns"]) and Path(h["data_dir"], "host.json").exists():
+                teardown = [sys.executable, "-m", "sixpn", "agent", "--teardown"]
+                subprocess.run(
+                    netns.enter_argv(h["ns"], [*teardown, "--data-dir", h["data_dir"]]),
+                    capture_output=True,
+                    timeout=60,
+                    check=False,
+                )
+        for mid in machine_ids:
+            ns = self.machine_ns(mid)
+            if netns.exists(ns):
+                _kill_namespace_processes(ns)
+                netns.remove(ns)
+        for ns in reversed(self.state.namespaces):
+            if netns.exists(ns):
+                _kill_namespace_processes(ns)
+                netns.remove(ns)
+        self.state.namespaces.clear()
+        if "server" in self.state.pids:
+            _stop_pid(self.state.pids.pop("server"))
+        self._save()
+        # Nothing of the lab stays behind: its store, the hosts' keys and credentials, the logs.
+        shutil.rmtree(self.root, ignore_errors=True)
+        self.state = None
+
+
+def _ip(ns: str, *args: str) -> None:
+    result = netns.run(ns, ["ip", *args])
+    if result.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} in {ns}: {result.stderr.strip()}")
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"lab: timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(ChildProcessError):
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        return done == 0
+    return True
+
+
+def _stop_pid(pid: int, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+    deadline = time.monotonic() + grace
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        while _alive(pid):
+            time.sleep(0.02)
+
+
+def _kill_namespace_processes(ns: str) -> None:
+    """Stop what still runs inside a lab namespace (wireguard-go daemons, by their PIDs)."""
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
+    for pid in (int(p) for p in out.stdout.split()):
+        _stop_pid(pid, grace=2.0)

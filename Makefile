@@ -48,3 +48,10 @@ demo: deps
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# DNS benchmark (SPEC 9): sixpn against Unbound serving the same records, same run (root; see
+# bench/README.md). `make bench-dns BENCH_ARGS=--quick` for a smoke run.
+.PHONY: bench-dns
+bench-dns: venv
+	@scripts/sysdeps.sh unbound dnsperf dnsutils util-linux
+	$(BIN)/python bench/dns_bench.py $(BENCH_ARGS)

@@ -2,15 +2,26 @@
 
 Method
 ------
-1. A seeded data set (``dnsbench_dataset``): network 1, 100 apps x 5 started machines on hosts in
-   fra/iad/syd, addresses laid out as SPEC 2. Written to ``bench/out/dataset.json`` (machines and
-   the exact answers they imply) so the sixpn side serves the same truth as Unbound.
+1. The records come from the control plane: a `sixpn server` (fresh SQLite store, Unix socket,
+   outside the namespace, unpinned; idle while measuring) is populated through its HTTP API with
+   a seeded shape (``dnsbench_dataset.fleet_plan``): one org, 6 hosts in fra/iad/syd, 100 apps x
+   5 started machines. The control plane allocates every ID and address; the machines are read
+   back (``GET /v1/orgs/{org}/machines``) and the records both servers must serve (SPEC 4.2, as
+   ``core.dnszone`` answers them) and Unbound's ``local-data`` are derived from them. Written to
+   ``bench/out/dataset.json`` and ``bench/out/unbound.conf``.
 2. A network namespace ``sixpn-bench-<hex>`` whose ``lo`` holds ``fdaa::3`` (the server, as on a
-   host) and ``fdaa:0:1::100`` (a 6PN client of network 1: sixpn answers 6PN sources only).
-3. Servers take turns on ``[fdaa::3]:53`` (``--rounds``, default 3: unbound, sixpn, unbound,
+   host) and ``<net48>::100`` of the org's network (a 6PN client: sixpn answers 6PN sources only,
+   and only with the data of the source's network).
+3. Before measuring, every server is started once and asked the same sample of names with dig
+   (every name kind, a NODATA and an NXDOMAIN): each answer must match the expected records, and
+   the servers' answers must be identical (status, AA, answer and authority sections as sets).
+4. Servers take turns on ``[fdaa::3]:53`` (``--rounds``, default 3: unbound, sixpn, unbound,
    ...), each pinned with ``taskset -c 0`` while dnsperf is pinned to CPU 1, both in the namespace,
    both at nice -10 in their own autogroup (so other sessions' load weighs less). Per server:
-   - correctness first: dig from the 6PN source must return exactly the expected records (status,
+   - ready when ``_apps.internal TXT`` answers NOERROR (sixpn: SERVFAIL until its first
+     snapshot); the CPU-accounted PID must by then run the server's own executable (the
+     ``ip netns exec`` and ``taskset`` wrappers exec);
+   - correctness again: dig from the 6PN source must return exactly the expected records (status,
      AA, TTL 5, address sets, TXT strings) and NXDOMAIN for a missing app; else the run fails;
    - warm-up, then max QPS: dnsperf ``-l D -q 100 -c 4`` over the query mix; server CPU per
      answered query = delta(utime+stime of the server PID in ``/proc/PID/stat``) / completed;
@@ -18,7 +29,7 @@ Method
      (``--no-rt`` to skip); p50/p99 from dnsperf's per-query latencies (microseconds, from its
      send to its receive: both kernel paths and dnsperf's scheduling are in them; dnsperf 2.10
      has no histogram option); each ``-v`` line's rcode is checked against the expected one.
-4. A Markdown table (medians over rounds) on stdout and in ``bench/out/dns-<timestamp>.md``, a
+5. A Markdown table (medians over rounds) on stdout and in ``bench/out/dns-<timestamp>.md``, a
    JSON twin, and the SPEC 9 verdict when sixpn ran.
 
 On a 2-core machine dnsperf itself tops out around the servers' speed, so QPS may be capped by
@@ -38,6 +49,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -46,14 +58,18 @@ from types import FrameType
 
 import dnsbench_dataset as ds
 import dnsbench_report as report
+from dnsbench_control import ControlPlane, control_plane, populate
 from dnsbench_measure import (
+    WRAPPERS,
     BenchError,
+    DigAnswer,
     PerfRun,
     ServerResult,
     Settings,
     check_answer,
     dig,
     dnsperf,
+    exe_of,
     netns,
     run,
     set_realtime,
@@ -66,23 +82,39 @@ BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
 SERVER_CPU = 0
 CLIENT_CPU = 1
+READY_PROBE = ("_apps.internal", "TXT")  # NOERROR once a server has its records
+READY_TIMEOUT = 30.0
+
+RecordKey = ds.RecordKey
+Records = dict[RecordKey, list[str]]
 
 # ---------------------------------------------------------------------------------------------
-# The server under test: sixpn. EDIT HERE when `sixpn dns` lands (or pass --sixpn-cmd).
-# Placeholders: {sixpn} the console script next to this Python, {snapshot} the data file
-# (bench/out/dataset.json, see dnsbench_dataset.dataset_json), {address} fdaa::3, {port} 53.
+# The server under test: sixpn (or another command line: --sixpn-cmd).
+# Placeholders: {sixpn} the console script next to this Python, {control} the control plane's
+# URL (unix:/.../api.sock), {token} its admin token, {address} fdaa::3, {port} 53, {region} the
+# server's region (fra), {snapshot} bench/out/dataset.json (the records as JSON; for A/A runs).
 # The command must exec the server (its PID, plus live children, is what gets CPU-accounted).
 # ---------------------------------------------------------------------------------------------
-SIXPN_CMD = "{sixpn} dns --snapshot {snapshot} --listen [{address}]:{port}"
+SIXPN_CMD = (
+    "{sixpn} dns --control {control} --token {token} --listen [{address}]:{port} --region {region}"
+)
+SIXPN_REGION = "fra"
 
 
 def sixpn_binary() -> Path:
     return Path(sys.executable).parent / "sixpn"
 
 
-def sixpn_command(template: str, snapshot: Path) -> list[str]:
-    """The argv that starts the sixpn DNS server on ``[fdaa::3]:53`` over ``snapshot``."""
-    fields = {"sixpn": sixpn_binary(), "snapshot": snapshot, "address": ds.SERVER_ADDRESS}
+def sixpn_command(template: str, control: ControlPlane, snapshot: Path) -> list[str]:
+    """The argv that starts the sixpn DNS server on ``[fdaa::3]:53`` following ``control``."""
+    fields = {
+        "sixpn": sixpn_binary(),
+        "control": control.url,
+        "token": control.token,
+        "address": ds.SERVER_ADDRESS,
+        "region": SIXPN_REGION,
+        "snapshot": snapshot,
+    }
     try:
         return shlex.split(template.format(port=53, **fields))
     except (KeyError, IndexError, ValueError) as exc:
@@ -90,7 +122,7 @@ def sixpn_command(template: str, snapshot: Path) -> list[str]:
 
 
 def sixpn_available() -> bool:
-    """Whether this checkout's ``sixpn`` has a ``dns`` command yet."""
+    """Whether this checkout's ``sixpn`` has a ``dns`` command."""
     if not sixpn_binary().exists():
         return False
     try:
@@ -102,19 +134,15 @@ def sixpn_available() -> bool:
     return probe.returncode == 0
 
 
-def start_sixpn(
-    ns: str, dataset: ds.Dataset, *, template: str, snapshot: Path, log: Path, nice: int = 0
-) -> subprocess.Popen[bytes]:
-    """Start the sixpn DNS server in ``ns`` on CPU 0, serving ``dataset`` (already in
-    ``snapshot``: if sixpn wants another format, convert ``dataset`` here)."""
-    del dataset  # the snapshot file written by main() holds it
-    return spawn(ns, SERVER_CPU, sixpn_command(template, snapshot), log, nice)
+def start_sixpn(ns: str, argv: list[str], log: Path, nice: int = 0) -> subprocess.Popen[bytes]:
+    """Start the sixpn DNS server in ``ns`` on CPU 0; it loads its zone from the control plane."""
+    return spawn(ns, SERVER_CPU, argv, log, nice)
 
 
 # --- the anchor ------------------------------------------------------------------------------
 
 
-def write_unbound_config(records: dict[ds.RecordKey, list[str]], out: Path) -> Path:
+def write_unbound_config(records: Records, out: Path) -> Path:
     """``out/unbound.conf``: the anchor's config, kept for reproduction and A/A runs."""
     conf = out / "unbound.conf"
     conf.write_text(ds.unbound_config(records, out.resolve()))
@@ -130,25 +158,104 @@ def start_unbound(ns: str, conf: Path, log: Path, nice: int = 0) -> subprocess.P
 # --- one server ------------------------------------------------------------------------------
 
 
-def verify(ns: str, records: dict[ds.RecordKey, list[str]], sample: list[ds.RecordKey]) -> None:
+MISSING = ("no-such-app.internal", "AAAA")  # NXDOMAIN
+NODATA = ("web-1.internal", "A")  # an existing name, another type: NOERROR, no answer
+
+
+def verify(ns: str, data: ds.Dataset, records: Records, sample: list[ds.RecordKey]) -> None:
     """dig each sampled name from the 6PN client; raise BenchError listing every wrong answer."""
     problems: list[str] = []
     for name, rtype in sample:
-        ans = dig(ns, ds.SERVER_ADDRESS, ds.CLIENT_ADDRESS, name, rtype)
+        ans = dig(ns, ds.SERVER_ADDRESS, data.client_address, name, rtype)
         for p in check_answer(ans, name, rtype, records[(name, rtype)], ds.TTL):
             problems.append(f"{name} {rtype}: {p}")
-    missing = dig(ns, ds.SERVER_ADDRESS, ds.CLIENT_ADDRESS, "no-such-app.internal", "AAAA")
+    missing = dig(ns, ds.SERVER_ADDRESS, data.client_address, *MISSING)
     if missing.status != "NXDOMAIN":
-        problems.append(f"no-such-app.internal AAAA: status {missing.status}, not NXDOMAIN")
+        problems.append(f"{' '.join(MISSING)}: status {missing.status}, not NXDOMAIN")
     if problems:
         raise BenchError("wrong answers:\n  " + "\n  ".join(problems))
 
 
-def dnsperf_args(queries: Path, seconds: float, s: Settings, *, paced: bool) -> list[str]:
-    common = ["-s", ds.SERVER_ADDRESS, "-a", ds.CLIENT_ADDRESS, "-d", str(queries), "-e"]
+def cross_sample(data: ds.Dataset, records: Records, seed: int, size: int = 24) -> list[RecordKey]:
+    """Names for the cross-check: one of every kind for ``web-1``, then a seeded sample."""
+    web = data.apps["web-1"]
+    first = [
+        ("web-1.internal", "AAAA"),
+        ("global.web-1.internal", "AAAA"),
+        (f"{web[0].region}.web-1.internal", "AAAA"),
+        (f"{web[0].id}.vm.web-1.internal", "AAAA"),
+        ("regions.web-1.internal", "TXT"),
+        ("vms.web-1.internal", "TXT"),
+        ("_apps.internal", "TXT"),
+    ]
+    rest = [k for k in sorted(records) if k not in first]
+    return first + random.Random(seed ^ 0xC0FFEE).sample(rest, max(0, size - len(first)))
+
+
+def cross_check(servers: list[tuple[str, Starter]], job: Job, sample: list[RecordKey]) -> list[str]:
+    """Start each server once, ask it ``sample`` plus a NODATA and an NXDOMAIN question with
+    dig, and require every answer to match the records and all servers to answer identically.
+    Returns report lines."""
+    queries = [*sample, NODATA, MISSING]
+    seen: dict[str, dict[RecordKey, DigAnswer]] = {}
+    problems: list[str] = []
+    for name, start in servers:
+        log = job.workdir / f"{name}-crosscheck.log"
+        proc = start(job.ns, log)
+        try:
+            wait_ready(job.ns, proc, ds.SERVER_ADDRESS, job.client, READY_PROBE, READY_TIMEOUT)
+            answers = {q: dig(job.ns, ds.SERVER_ADDRESS, job.client, *q) for q in queries}
+        except BenchError as exc:
+            raise BenchError(f"{name} (cross-check): {exc}\n{_log_tail(log)}") from exc
+        finally:
+            stop(proc)
+        seen[name] = answers
+        for (qname, rtype), ans in answers.items():
+            if (qname, rtype) in job.records:
+                for p in check_answer(ans, qname, rtype, job.records[(qname, rtype)], ds.TTL):
+                    problems.append(f"{name}: {qname} {rtype}: {p}")
+        if answers[NODATA].status != "NOERROR" or answers[NODATA].answer:
+            problems.append(f"{name}: {' '.join(NODATA)}: {answers[NODATA]} is not NODATA")
+        if answers[MISSING].status != "NXDOMAIN":
+            problems.append(f"{name}: {' '.join(MISSING)}: status {answers[MISSING].status}")
+    names = list(seen)
+    for other in names[1:]:
+        for q in queries:
+            a, b = seen[names[0]][q].fingerprint(), seen[other][q].fingerprint()
+            if a != b:
+                problems.append(f"{' '.join(q)}: {names[0]} {a} but {other} {b}")
+    if problems:
+        raise BenchError("cross-check failed:\n  " + "\n  ".join(problems))
+    who = " and ".join(names)
+    line = (
+        f"Answers cross-checked before measuring: {len(queries)} questions ({len(sample)} "
+        f"records of every kind, a NODATA, an NXDOMAIN) asked with dig from "
+        f"{job.client}: {who} "
+        + (
+            "answered identically (status, AA, answer and authority sets), "
+            if len(names) > 1
+            else "answered "
+        )
+        + "as the records read back from the control plane say."
+    )
+    print(line)
+    return [line]
+
+
+def _log_tail(log: Path) -> str:
+    tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+    return f"--- server log tail ---\n{tail}"
+
+
+def dnsperf_args(
+    queries: Path, client: str, seconds: float | None, s: Settings, *, paced: bool
+) -> list[str]:
+    """dnsperf's arguments for a phase of ``seconds``; None: one pass over the query file."""
+    limit = ["-n", "1"] if seconds is None else ["-l", f"{seconds:g}"]
+    common = ["-s", ds.SERVER_ADDRESS, "-a", client, "-d", str(queries), "-e", *limit]
     if paced:  # one socket, default 100 outstanding, dnsperf's own pacing; -v: per-query lines
-        return [*common, "-l", f"{seconds:g}", "-Q", str(s.latency_qps), "-v"]
-    return [*common, "-l", f"{seconds:g}", "-q", str(s.outstanding), "-c", str(s.clients)]
+        return [*common, "-Q", str(s.latency_qps), "-v"]
+    return [*common, "-q", str(s.outstanding), "-c", str(s.clients)]
 
 
 Starter = Callable[[str, Path], "subprocess.Popen[bytes]"]
@@ -160,11 +267,24 @@ class Job:
 
     ns: str
     workdir: Path
-    records: dict[ds.RecordKey, list[str]]
+    data: ds.Dataset
+    records: Records
     sample: list[ds.RecordKey]
     queries: Path
     expected_rcode: dict[str, str]
     settings: Settings
+    control_pid: int | None = None  # the control plane, CPU-accounted around every phase
+    hide: tuple[str, ...] = ()  # secrets (the throwaway admin token) kept out of logs/reports
+
+    def shown(self, argv: list[str]) -> list[str]:
+        out = argv
+        for secret in self.hide:
+            out = [a.replace(secret, "<admin-token>") for a in out]
+        return out
+
+    @property
+    def client(self) -> str:
+        return self.data.client_address
 
 
 def argv_of(proc: subprocess.Popen[bytes]) -> list[str]:
@@ -176,18 +296,27 @@ def measure(name: str, start: Starter, job: Job, round_: int) -> ServerResult:
     """Start one server, check its answers, run warm-up, max-QPS and paced phases, stop it."""
     log = job.workdir / f"{name}.log"
     proc = start(job.ns, log)
-    print(f"[{name} #{round_}] started, PID {proc.pid}: {shlex.join(argv_of(proc))}")
+    print(f"[{name} #{round_}] started, PID {proc.pid}: {shlex.join(job.shown(argv_of(proc)))}")
     s = job.settings
 
-    def perf(phase: str, seconds: float, paced: bool) -> PerfRun:
-        args = dnsperf_args(job.queries, seconds, s, paced=paced)
+    def perf(phase: str, seconds: float | None, paced: bool) -> PerfRun:
+        args = dnsperf_args(job.queries, job.client, seconds, s, paced=paced)
         out = job.workdir / f"{name}-{phase}.dnsperf"
         rt = paced and s.rt
         if rt:
             set_realtime(proc.pid, True)
         try:
             r = dnsperf(
-                job.ns, CLIENT_CPU, proc.pid, SERVER_CPU, args, out, job.expected_rcode, s.nice, rt
+                job.ns,
+                CLIENT_CPU,
+                proc.pid,
+                SERVER_CPU,
+                args,
+                out,
+                job.expected_rcode,
+                s.nice,
+                rt,
+                control_pid=job.control_pid,
             )
         finally:
             if rt and proc.poll() is None:
@@ -198,18 +327,24 @@ def measure(name: str, start: Starter, job: Job, round_: int) -> ServerResult:
         return r
 
     try:
-        wait_ready(job.ns, proc, ds.SERVER_ADDRESS, ds.CLIENT_ADDRESS, "web-1.internal", 15)
-        verify(job.ns, job.records, job.sample)
+        wait_ready(job.ns, proc, ds.SERVER_ADDRESS, job.client, READY_PROBE, READY_TIMEOUT)
+        exe = exe_of(proc.pid)
+        if Path(exe).name in WRAPPERS:
+            raise BenchError(f"PID {proc.pid} still runs {exe}: CPU would be accounted wrong")
+        print(f"[{name} #{round_}] ready; PID {proc.pid} runs {exe}")
+        verify(job.ns, job.data, job.records, job.sample)
         print(f"[{name} #{round_}] answers verified ({len(job.sample)} names and an NXDOMAIN)")
+        # Prime: every name of the query file once (sixpn encodes an answer on its first use;
+        # Unbound's local-data is built at start), then the timed warm-up.
+        perf("prime", None, paced=False)
         perf("warmup", s.warmup, paced=False)
         peak = perf("max-qps", s.duration, paced=False)
         latency = perf(f"{s.latency_qps}-qps", s.duration, paced=True)
     except BenchError as exc:
-        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
-        raise BenchError(f"{name}: {exc}\n--- server log tail ---\n{tail}") from exc
+        raise BenchError(f"{name}: {exc}\n{_log_tail(log)}") from exc
     finally:
         stop(proc)
-    return ServerResult(name, round_, argv_of(proc), peak, latency)
+    return ServerResult(name, round_, job.shown(argv_of(proc)), peak, latency, exe)
 
 
 # --- main ------------------------------------------------------------------------------------
@@ -251,9 +386,11 @@ def preflight() -> None:
     missing = [t for t in tools if not shutil.which(t)]
     if missing:
         raise BenchError(
-            f"missing tools: {', '.join(missing)} (apt-get install --no-install-recommends "
-            "iproute2 util-linux unbound dnsperf dnsutils)"
+            f"missing tools: {', '.join(missing)} (make bench-dns installs them; or apt-get "
+            "install --no-install-recommends iproute2 util-linux unbound dnsperf dnsutils)"
         )
+    if not sixpn_binary().exists():
+        raise BenchError(f"{sixpn_binary()} is missing: the records come from `sixpn server`")
     if (os.cpu_count() or 1) < 2:
         raise BenchError("needs 2 CPUs: the server on CPU 0, dnsperf on CPU 1")
 
@@ -263,7 +400,7 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 
 def choose_servers(
-    args: argparse.Namespace, data: ds.Dataset, conf: Path, snapshot: Path
+    args: argparse.Namespace, control: ControlPlane, conf: Path, snapshot: Path
 ) -> tuple[list[tuple[str, Starter]], str]:
     """The anchor, then sixpn when it can run; and a note saying why sixpn did not."""
     servers: list[tuple[str, Starter]] = [
@@ -272,16 +409,9 @@ def choose_servers(
     if args.no_sixpn:
         return servers, "sixpn not run (--no-sixpn)."
     if not (args.sixpn_cmd or sixpn_available()):
-        return servers, f"`{sixpn_binary()} dns` is not available yet: the anchor ran alone."
-    template = args.sixpn_cmd or SIXPN_CMD
-    servers.append(
-        (
-            "sixpn",
-            lambda ns, log: start_sixpn(
-                ns, data, template=template, snapshot=snapshot, log=log, nice=args.nice
-            ),
-        )
-    )
+        return servers, f"`{sixpn_binary()} dns` is not available: the anchor ran alone."
+    argv = sixpn_command(args.sixpn_cmd or SIXPN_CMD, control, snapshot)
+    servers.append(("sixpn", lambda ns, log: start_sixpn(ns, argv, log, args.nice)))
     return servers, ""
 
 
@@ -302,29 +432,53 @@ def main(argv: list[str] | None = None) -> int:
     try:
         preflight()
         report.ensure_out_dir(args.out)
-        data = ds.build_dataset(s.seed)
-        records = ds.build_records(data)
-        lines = ds.query_lines(data, s.seed)
-        snapshot = ds.write_dataset(args.out / "dataset.json", data, records)
-        conf = write_unbound_config(records, args.out)
-        queries = args.out / "queries.txt"  # kept, so the report's dnsperf commands can be rerun
-        queries.write_text("\n".join(lines) + "\n")
-        sample = [("web-1.internal", "AAAA"), ("_apps.internal", "TXT")]
-        sample += random.Random(s.seed).sample(sorted(records), 8)
-        with tempfile.TemporaryDirectory(prefix="sixpn-dnsbench-") as tmp:
+        with (
+            tempfile.TemporaryDirectory(prefix="sixpn-dnsbench-") as tmp,
+            control_plane(sixpn_binary(), Path(tmp)) as control,
+        ):
             workdir = Path(tmp)
-            servers, note = choose_servers(args, data, conf, snapshot)
+            t0 = time.monotonic()
+            data = populate(control, ds.fleet_plan(s.seed))
+            machines = sum(len(m) for m in data.apps.values())
+            print(
+                f"control plane PID {control.proc.pid} ({control.url}): {len(data.apps)} apps, "
+                f"{machines} machines created in network {data.net_id} and read back in "
+                f"{time.monotonic() - t0:.1f} s; client {data.client_address}"
+            )
+            records = ds.build_records(data)
+            lines = ds.query_lines(data, s.seed)
+            snapshot = ds.write_dataset(args.out / "dataset.json", data, records)
+            conf = write_unbound_config(records, args.out)
+            queries = args.out / "queries.txt"  # kept: the report's dnsperf commands can rerun
+            queries.write_text("\n".join(lines) + "\n")
+            sample = [("web-1.internal", "AAAA"), ("_apps.internal", "TXT")]
+            sample += random.Random(s.seed).sample(sorted(records), 8)
+            servers, note = choose_servers(args, control, conf, snapshot)
             if note:
                 print(f"NOTE: {note}")
             expected = {line.lower(): "NOERROR" for line in lines}
-            with netns([ds.SERVER_ADDRESS, ds.CLIENT_ADDRESS]) as ns:
+            with netns([ds.SERVER_ADDRESS, data.client_address]) as ns:
                 print(f"namespace {ns}: {len(records)} records, {len(lines)} query lines")
-                job = Job(ns, workdir, records, sample, queries, expected, s)
+                job = Job(
+                    ns,
+                    workdir,
+                    data,
+                    records,
+                    sample,
+                    queries,
+                    expected,
+                    s,
+                    control_pid=control.proc.pid,
+                    hide=(control.token,),
+                )
+                checked = cross_check(servers, job, cross_sample(data, records, s.seed))
                 results = [
                     measure(name, start, job, round_)
                     for round_ in range(1, s.rounds + 1)
                     for name, start in servers
                 ]
+            if control.proc.poll() is not None:
+                raise BenchError(f"the control plane exited:\n{control.log_tail()}")
     except BenchError as exc:
         print(f"dns_bench: {exc}", file=sys.stderr)
         return 1
@@ -332,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         print("dns_bench: interrupted; processes stopped, namespace removed", file=sys.stderr)
         return 130
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    text = report.markdown(results, data, records, s, lines, note, stamp)
+    text = report.markdown(results, data, records, s, lines, note, stamp, checked)
     md = args.out / f"dns-{stamp}.md"
     md.write_text(text)
     md.with_suffix(".json").write_text(

@@ -1,30 +1,41 @@
-"""DNS benchmark data: a seeded fleet, the records it implies, the query mix, Unbound's config.
+"""DNS benchmark data: the fleet plan, the records it implies, the query mix, Unbound's config.
 
-Everything here is a pure function of the seed (no clock, no I/O except the ``write_*`` helpers),
-so the server under test and the Unbound anchor are fed exactly the same truth in every run.
+Pure functions (no clock, no I/O except :func:`write_dataset`). The data set is no longer made
+up here: :func:`fleet_plan` says what to create (a seeded shape), the control plane creates it
+and allocates every ID and address (``dnsbench_control``), and :func:`dataset_from_api` reads
+the real machines back. The records both servers are checked against, and Unbound's
+``local-data``, are derived from those machines only, so sixpn and the Unbound anchor serve
+exactly the same truth.
 
-- Fleet: network :data:`NET_ID` (the benchmark client's source ``fdaa:0:1::100`` is in it), a few
-  hosts in regions fra/iad/syd, :data:`APP_COUNT` apps of :data:`MACHINES_PER_APP` started
-  machines each. Addresses follow SPEC 2: ``fdaa:<net32>:<host32>:<field32>::2``, the machine
-  field unique per (network, host) and inside the machine range (``>= 0x10000``).
-- Records (SPEC 4.2, TTL 5): ``<app>``, ``global.<app>``, ``<region>.<app>`` and
-  ``<id>.vm.<app>`` AAAA; ``regions.<app>``, ``vms.<app>`` and ``_apps`` TXT, a TXT value longer
-  than 255 bytes cut into 255-byte character-strings of one record.
+- Fleet (seed :data:`DEFAULT_SEED`): one organization :data:`ORG` (its default network holds
+  everything; the benchmark client's source is ``<net48>::100`` in it), :data:`HOSTS_PER_REGION`
+  hosts in each of fra/iad/syd, :data:`APP_COUNT` apps of :data:`MACHINES_PER_APP` started
+  machines each on seeded hosts.
+- Records (SPEC 4.2, ``core.dnszone``, TTL 5): ``<app>``, ``global.<app>`` (started machines),
+  ``<region>.<app>`` (started machines there, for the regions that have some) and
+  ``<id>.vm.<app>`` AAAA; ``regions.<app>`` (sorted regions), ``vms.<app>`` (``<id> <region>``
+  sorted by ID) and ``_apps`` (sorted app names) TXT, comma-joined; a TXT value longer than 255
+  bytes cut into 255-byte character-strings of one record.
 - Queries: every line names an existing record, so every correct answer is NOERROR with data.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-NET_ID = 1
-CLIENT_ADDRESS = "fdaa:0:1::100"  # network 1, host 0: a 6PN source the server must answer
+from sixpn.core import addressing
+
+DEFAULT_SEED = 6
+ORG = "bench"
 SERVER_ADDRESS = "fdaa::3"  # the DNS address every machine sees on its host (SPEC 2)
+CLIENT_HOST_FIELD_LOW = 0x100  # the client is <net48>::100: host 0, field 0 (no machine there)
 REGIONS = ("fra", "iad", "syd")
 APP_KINDS = ("web", "api", "worker", "db", "cache")
 APP_COUNT = 100
@@ -32,14 +43,13 @@ MACHINES_PER_APP = 5
 HOSTS_PER_REGION = 2
 TTL = 5
 QUERY_LINES = 10_000
-MACHINE_FIELD_MIN = 0x0001_0000  # SPEC 2 / sixpn.core.addressing: fields below are peers'
 
 # Query mix: (kind, weight). All names exist; see query_lines().
 QUERY_MIX = (("app", 85), ("region", 10), ("vm", 3), ("apps_txt", 2))
 
 
 class Machine(NamedTuple):
-    """One started machine: (machine id, region, address), plus where it lives."""
+    """One started machine as the control plane allocated it (sorts by machine ID)."""
 
     id: str
     region: str
@@ -48,23 +58,46 @@ class Machine(NamedTuple):
     field: int
 
 
+class HostPlan(NamedTuple):
+    name: str
+    region: str
+    endpoint: str
+    public_key: str
+
+
 @dataclass(frozen=True)
-class Dataset:
-    """The fleet of network :data:`NET_ID`: host ID -> region, app -> its machines."""
+class FleetPlan:
+    """What to create through the API: hosts, apps, and each machine's (app, host name)."""
 
     seed: int
+    org: str
+    hosts: tuple[HostPlan, ...]
+    apps: tuple[str, ...]
+    machines: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """The fleet of one network as the control plane holds it: host ID -> region, app -> its
+    machines (sorted by ID)."""
+
+    seed: int
+    org: str
     net_id: int
     hosts: dict[int, str]
     apps: dict[str, tuple[Machine, ...]]
+
+    @property
+    def client_address(self) -> str:
+        """A 6PN source inside this network (``fdaa:<net32>::100``): sixpn answers it."""
+        return client_address(self.net_id)
 
 
 RecordKey = tuple[str, str]  # (lowercased name without the final dot, "AAAA" | "TXT")
 
 
-def machine_address(net_id: int, host_id: int, field: int) -> str:
-    """``fdaa:<net32>:<host32>:<field32>::2`` (SPEC 2), in canonical text form."""
-    value = (0xFDAA << 112) | (net_id << 80) | (host_id << 48) | (field << 16) | 0x2
-    return str(IPv6Address(value))
+def client_address(net_id: int) -> str:
+    return str(addressing.encode(net_id, 0, 0, CLIENT_HOST_FIELD_LOW))
 
 
 def app_names(count: int = APP_COUNT) -> list[str]:
@@ -72,36 +105,58 @@ def app_names(count: int = APP_COUNT) -> list[str]:
     return [f"{APP_KINDS[i % len(APP_KINDS)]}-{i // len(APP_KINDS) + 1}" for i in range(count)]
 
 
-def build_dataset(seed: int) -> Dataset:
-    """The deterministic fleet for ``seed``."""
+def fleet_plan(seed: int) -> FleetPlan:
+    """The deterministic shape for ``seed``: which hosts, apps, and on which host each machine
+    goes. IDs and addresses are the control plane's to allocate."""
     rng = random.Random(seed)
-    hosts: dict[int, str] = {}
-    for region in REGIONS:
-        for _ in range(HOSTS_PER_REGION):
-            host_id = rng.randrange(1, 2**32)  # never 0: host 0 holds service addresses
-            while host_id in hosts:
-                host_id = rng.randrange(1, 2**32)
-            hosts[host_id] = region
-    host_ids = sorted(hosts)
-    used_fields: set[tuple[int, int]] = set()
-    used_ids: set[str] = set()
-    apps: dict[str, tuple[Machine, ...]] = {}
-    for app in app_names():
-        machines: list[Machine] = []
-        for _ in range(MACHINES_PER_APP):
-            host_id = rng.choice(host_ids)
-            field = rng.randrange(MACHINE_FIELD_MIN, 2**32)
-            while (host_id, field) in used_fields:
-                field = rng.randrange(MACHINE_FIELD_MIN, 2**32)
-            used_fields.add((host_id, field))
-            machine_id = f"{rng.getrandbits(56):014x}"
-            while machine_id in used_ids:
-                machine_id = f"{rng.getrandbits(56):014x}"
-            used_ids.add(machine_id)
-            address = machine_address(NET_ID, host_id, field)
-            machines.append(Machine(machine_id, hosts[host_id], address, host_id, field))
-        apps[app] = tuple(sorted(machines))
-    return Dataset(seed=seed, net_id=NET_ID, hosts=hosts, apps=apps)
+    hosts = tuple(
+        HostPlan(
+            name=f"bench-{region}-{i + 1}",
+            region=region,
+            endpoint=f"192.0.2.{r * HOSTS_PER_REGION + i + 1}:51820",  # TEST-NET-1: never used
+            public_key=base64.b64encode(rng.randbytes(32)).decode(),
+        )
+        for r, region in enumerate(REGIONS)
+        for i in range(HOSTS_PER_REGION)
+    )
+    apps = tuple(app_names())
+    machines = tuple((app, rng.choice(hosts).name) for app in apps for _ in range(MACHINES_PER_APP))
+    return FleetPlan(seed=seed, org=ORG, hosts=hosts, apps=apps, machines=machines)
+
+
+def dataset_from_api(
+    plan: FleetPlan,
+    net_id: int,
+    hosts: Sequence[Mapping[str, Any]],
+    machines: Sequence[Mapping[str, Any]],
+) -> Dataset:
+    """The data set from the API's host and machine lists (``GET /v1/hosts``,
+    ``GET /v1/orgs/{org}/machines``); raises ValueError when they do not match the plan."""
+    planned = {h.name for h in plan.hosts}
+    host_regions = {int(h["host_id"]): str(h["region"]) for h in hosts if h["name"] in planned}
+    apps: dict[str, list[Machine]] = {app: [] for app in plan.apps}
+    for m in machines:
+        if m["net_id"] != net_id or m["app"] not in apps:
+            raise ValueError(f"machine {m['id']}: app {m['app']!r} in network {m['net_id']}")
+        if m["state"] != "started":
+            raise ValueError(f"machine {m['id']}: state {m['state']!r}, every one should run")
+        address = str(IPv6Address(m["address"]))  # canonical text form, as dig prints it
+        host_id, field = int(m["host_id"]), int(m["field"])
+        if address != str(addressing.machine_address(net_id, host_id, field)):
+            raise ValueError(f"machine {m['id']}: address {address} does not follow SPEC 2")
+        machine = Machine(str(m["id"]), str(m["region"]), address, host_id, field)
+        apps[str(m["app"])].append(machine)
+    want = {app: sum(1 for a, _ in plan.machines if a == app) for app in plan.apps}
+    got = {app: len(ms) for app, ms in apps.items()}
+    if got != want:
+        raise ValueError(f"machines per app {got} instead of {want}")
+    return Dataset(
+        seed=plan.seed,
+        org=plan.org,
+        net_id=net_id,
+        hosts=host_regions,
+        apps={app: tuple(sorted(ms)) for app, ms in apps.items()},
+    )
 
 
 def txt_strings(value: str) -> list[str]:
@@ -153,11 +208,13 @@ def query_lines(data: Dataset, seed: int, count: int = QUERY_LINES) -> list[str]
 
 
 def dataset_json(data: Dataset, records: dict[RecordKey, list[str]]) -> dict[str, object]:
-    """The JSON form of the data set and of the answers it implies (``bench/out/dataset.json``)."""
+    """The JSON form of the data set (as read back from the control plane) and of the answers it
+    implies (``bench/out/dataset.json``): for reference and A/A runs; no server reads it."""
     return {
         "seed": data.seed,
-        "network": {"id": data.net_id, "prefix": f"fdaa:0:{data.net_id:x}::/48"},
-        "client_address": CLIENT_ADDRESS,
+        "org": data.org,
+        "network": {"id": data.net_id, "prefix": str(addressing.network_prefix(data.net_id))},
+        "client_address": data.client_address,
         "server_address": SERVER_ADDRESS,
         "ttl": TTL,
         "hosts": [{"id": h, "region": r} for h, r in sorted(data.hosts.items())],

@@ -169,6 +169,7 @@ class PerfRun:
     server_cpu_s: float = 0.0
     dnsperf_cpu_s: float = 0.0
     other_cpu: dict[int, float] = field(default_factory=dict)  # CPU -> busy share not ours
+    control_cpu_s: float = 0.0  # the control plane (outside the namespace, unpinned), same span
 
     @property
     def cpu_us_per_query(self) -> float:
@@ -220,13 +221,17 @@ def dnsperf(
     expected_rcode: dict[str, str] | None = None,
     nice: int = 0,
     rt: bool = False,
+    control_pid: int | None = None,
 ) -> PerfRun:
     """Run dnsperf in ``ns`` pinned to ``cpu`` and account the server's CPU around it.
 
     ``other_cpu`` is, per CPU, the busy share of the run's wall time that was neither the server
     (on ``server_cpu``) nor dnsperf (on ``cpu``): other load that disturbed the measurement.
     With ``rt`` dnsperf runs under ``chrt -r 1`` (SCHED_RR, see :func:`set_realtime`).
+    ``control_pid``'s CPU over the same span goes to ``control_cpu_s`` (it is unpinned, so it
+    is also inside ``other_cpu`` of whichever CPU ran it).
     """
+    control0 = cpu_ticks(control_pid) if control_pid else 0
     cmd = [*(["chrt", "-r", str(RT_PRIORITY)] if rt else []), "dnsperf", *args]
     busy0, server0, own0 = cpu_busy_ticks(), cpu_ticks(server_pid), _children_cpu_s()
     start = time.monotonic()
@@ -244,6 +249,8 @@ def dnsperf(
     parse_dnsperf(text, result, expected_rcode)
     result.server_cpu_s = (server1 - server0) / CLK_TCK
     result.dnsperf_cpu_s = own1 - own0
+    if control_pid:
+        result.control_cpu_s = (cpu_ticks(control_pid) - control0) / CLK_TCK
     ours = {server_cpu: result.server_cpu_s, cpu: result.dnsperf_cpu_s}
     for c, ticks in busy1.items():
         spent = (ticks - busy0.get(c, 0)) / CLK_TCK
@@ -275,6 +282,7 @@ class ServerResult:
     command: list[str]
     peak: PerfRun
     latency: PerfRun
+    exe: str = ""  # /proc/PID/exe of the CPU-accounted PID
 
 
 def percentile(sorted_values: Sequence[int], p: float) -> float:
@@ -285,30 +293,64 @@ def percentile(sorted_values: Sequence[int], p: float) -> float:
     return float(sorted_values[int(rank) - 1])
 
 
+RR = tuple[str, int, str, str]  # (lowercased owner without the final dot, ttl, type, rdata)
+
+
 @dataclass(frozen=True)
 class DigAnswer:
     status: str
     flags: frozenset[str]
-    rrs: tuple[tuple[str, int, str, str], ...]  # (name, ttl, type, rdata)
+    rrs: tuple[RR, ...]  # every section
+    answer: tuple[RR, ...] = ()
+    authority: tuple[RR, ...] = ()
+
+    def fingerprint(self) -> tuple[object, ...]:
+        """What two servers giving the same answer must agree on: status, AA, and the answer
+        and authority sections as sets (order, e.g. Unbound's round-robin, does not count)."""
+        return (
+            self.status,
+            "aa" in self.flags,
+            tuple(sorted(normal_rr(rr) for rr in self.answer)),
+            tuple(sorted(normal_rr(rr) for rr in self.authority)),
+        )
+
+
+def normal_rr(rr: RR) -> RR:
+    """One record with its rdata in a canonical form (IPv6 addresses, TXT strings)."""
+    name, ttl, rtype, rdata = rr
+    if rtype == "AAAA":
+        return (name, ttl, rtype, str(IPv6Address(rdata)))
+    if rtype == "TXT":
+        return (name, ttl, rtype, repr(txt_rdata(rdata)))
+    return (name, ttl, rtype, " ".join(rdata.split()))
 
 
 def dig(ns: str, server: str, source: str, name: str, rtype: str) -> DigAnswer:
-    """One query with dig from ``source`` inside ``ns``; the parsed header and answer section."""
+    """One query with dig from ``source`` inside ``ns``; the parsed header and sections."""
     opts = ["+tries=1", "+time=1", "+noquestion", "+nostats", "+nocmd"]
     cmd = ["ip", "netns", "exec", ns, "dig", f"@{server}", "-b", source, name, rtype, *opts]
     out = run(cmd, check=False)
     status = re.search(r"status: (\w+)", out)
     flags = re.search(r";; flags: ([^;]*);", out)
-    rrs = []
+    rrs: list[RR] = []
+    by_section: dict[str, list[RR]] = {"ANSWER": [], "AUTHORITY": [], "ADDITIONAL": []}
+    section = ""
     for line in out.splitlines():
+        if m := re.match(r";; (\w+) SECTION:", line):
+            section = m.group(1)
+            continue
         parts = line.split(None, 4)
         if line.startswith(";") or len(parts) < 5 or parts[2] != "IN":
             continue
-        rrs.append((parts[0].rstrip(".").lower(), int(parts[1]), parts[3], parts[4]))
+        rr = (parts[0].rstrip(".").lower(), int(parts[1]), parts[3], parts[4])
+        rrs.append(rr)
+        by_section.setdefault(section, []).append(rr)
     return DigAnswer(
         status=status.group(1) if status else "NO-ANSWER",
         flags=frozenset(flags.group(1).split()) if flags else frozenset(),
         rrs=tuple(rrs),
+        answer=tuple(by_section["ANSWER"]),
+        authority=tuple(by_section["AUTHORITY"]),
     )
 
 
@@ -339,14 +381,39 @@ def check_answer(ans: DigAnswer, name: str, rtype: str, values: list[str], ttl: 
 
 
 def wait_ready(
-    ns: str, proc: subprocess.Popen[bytes], server: str, source: str, probe: str, timeout: float
+    ns: str,
+    proc: subprocess.Popen[bytes],
+    server: str,
+    source: str,
+    probe: tuple[str, str],
+    timeout: float,
 ) -> None:
-    """Poll with dig until the server answers ``probe`` (any status), or fail with its log."""
+    """Poll with dig until the server answers ``probe`` (name, type) with NOERROR (sixpn
+    answers SERVFAIL until its first snapshot is loaded), or fail."""
     deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise BenchError(f"server exited with code {proc.returncode} before answering")
-        if dig(ns, server, source, probe, "AAAA").status != "NO-ANSWER":
+        status = dig(ns, server, source, *probe).status
+        if status == "NOERROR":
             return
+        last = status
         time.sleep(0.1)
-    raise BenchError(f"server did not answer {probe} at {server} within {timeout:.0f} s")
+    raise BenchError(
+        f"server did not answer {' '.join(probe)} with NOERROR at {server} within "
+        f"{timeout:.0f} s (last: {last})"
+    )
+
+
+def exe_of(pid: int) -> str:
+    """The executable the PID runs now: after ``ip netns exec`` and ``taskset`` (and ``chrt``)
+    have exec'd, the server's own (for `sixpn dns`: the venv's python, its script being run by
+    the kernel's ``#!`` handling in the same PID)."""
+    try:
+        return os.readlink(f"/proc/{pid}/exe")
+    except OSError:
+        return "?"
+
+
+WRAPPERS = frozenset({"ip", "taskset", "chrt", "nice", "env"})

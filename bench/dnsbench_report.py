@@ -151,8 +151,9 @@ def detail_table(results: list[ServerResult]) -> list[str]:
     lines = [
         "| server | round | phase | sent | completed | lost | QPS | NOERROR | NXDOMAIN "
         "| other rcodes | avg response B | server CPU s | CPU us/query | server CPU % "
-        "| dnsperf CPU % | other load CPU0 % | other load CPU1 % | p50 ms | p99 ms | p99.9 ms |",
-        "|---|---:|---|" + "---:|" * 6 + "---|" + "---:|" * 10,
+        "| dnsperf CPU % | other load CPU0 % | other load CPU1 % | control plane CPU s "
+        "| p50 ms | p99 ms | p99.9 ms |",
+        "|---|---:|---|" + "---:|" * 6 + "---|" + "---:|" * 11,
     ]
     for r in results:
         for phase, run in (("max QPS", r.peak), ("paced", r.latency)):
@@ -169,7 +170,7 @@ def detail_table(results: list[ServerResult]) -> list[str]:
                 f"| {100 * share(run.server_cpu_s, run):.0f} "
                 f"| {100 * share(run.dnsperf_cpu_s, run):.0f} "
                 f"| {100 * run.other_cpu.get(0, 0):.0f} | {100 * run.other_cpu.get(1, 0):.0f} "
-                f"| {pcts} |"
+                f"| {run.control_cpu_s:.2f} | {pcts} |"
             )
     return lines
 
@@ -230,6 +231,7 @@ def markdown(
     lines: list[str],
     note: str,
     stamp: str,
+    checked: list[str] | None = None,
 ) -> str:
     versions = tool_versions()
     summaries = summarize(results)
@@ -242,10 +244,15 @@ def markdown(
         f"- Machine: Linux {platform.release()}, {cpu_model()}; server pinned to CPU 0, dnsperf "
         "to CPU 1, both in a fresh network namespace.",
         f"- Tools: dnsperf {versions['dnsperf']}, Unbound {versions['unbound']}.",
-        f"- Data (seed {data.seed}): network {data.net_id}, {len(data.apps)} apps, {machines} "
-        f"machines on {len(data.hosts)} hosts; {len(records)} records; "
-        f"{len(lines)} query lines ({mix}); client {ds.CLIENT_ADDRESS} -> "
+        f"- Data (seed {data.seed}): created through the control plane's API (`sixpn server`, "
+        f"SQLite, Unix socket) and read back: org `{data.org}`, network {data.net_id}, "
+        f"{len(data.apps)} apps, {machines} started machines on {len(data.hosts)} hosts; "
+        f"{len(records)} records (Unbound's local-data derived from them); "
+        f"{len(lines)} query lines ({mix}); client {data.client_address} -> "
         f"[{ds.SERVER_ADDRESS}]:53, EDNS on.",
+        "- The control plane runs outside the namespace, unpinned, for the whole run; sixpn "
+        "follows its change stream, idle while measuring (its CPU per phase is in the details: "
+        "'control plane CPU s').",
         f"- Per server and round: warm-up {s.warmup:g} s, max QPS {s.duration:g} s "
         f"(-q {s.outstanding} -c {s.clients}), paced {s.duration:g} s at {s.latency_qps} qps; "
         f"{s.rounds} round(s), servers alternating; nice {s.nice}; paced phase "
@@ -253,6 +260,7 @@ def markdown(
     ]
     if note:
         out.append(f"- {note}")
+    out += [f"- {line}" for line in checked or []]
     out += ["", *main_table(summaries, s), ""]
     out += [
         "Server CPU us/query at the paced rate (one wake-up per query, no batching): "
@@ -274,7 +282,7 @@ def markdown(
     for r in results:
         if r.round == 1:
             out += [
-                f"- {r.name} server: `{' '.join(r.command)}`",
+                f"- {r.name} server: `{' '.join(r.command)}` (the accounted PID runs `{r.exe}`)",
                 f"- {r.name} max QPS: `{' '.join(r.peak.cmd)}`",
                 f"- {r.name} paced: `{' '.join(r.latency.cmd)}`",
             ]
@@ -309,6 +317,7 @@ def result_json(r: ServerResult) -> dict[str, Any]:
             "cpu_us_per_query": run.cpu_us_per_query,
             "dnsperf_cpu_s": run.dnsperf_cpu_s,
             "other_cpu": run.other_cpu,
+            "control_cpu_s": run.control_cpu_s,
             "latency_us": {str(p): percentile(lat, p) for p in (50, 90, 99, 99.9)} if lat else {},
             "bad_answers": run.bad_answers,
         }
@@ -317,6 +326,7 @@ def result_json(r: ServerResult) -> dict[str, Any]:
         "server": r.name,
         "round": r.round,
         "command": r.command,
+        "exe": r.exe,
         "answers_ok_percent": ok_percent(r),
         "max_qps": run_json(r.peak),
         "paced": run_json(r.latency),

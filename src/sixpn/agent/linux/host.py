@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import assert_never
 
 from pyroute2 import IPRoute
 
@@ -115,6 +116,8 @@ class LinuxHost:
                 nft.add_pairs(networks)
             case RemovePairs(networks=networks):
                 nft.remove_pairs(networks)
+            case _:
+                assert_never(op)
 
     def _made_here(self, link: MachineLink) -> bool:
         return self.create_netns and link.netns.startswith(MACHINE_NETNS_PREFIX)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import socket
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
@@ -44,10 +45,12 @@ NETNS_DIR = Path("/var/run/netns")
 ETC_NETNS = Path("/etc/netns")
 FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
 ALIAS_TAG = "sixpn"
+MAIN_TABLE = 254
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 AF6 = socket.AF_INET6
 _ALIAS_MAX = 255
+_NETNS_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.:@+-]*$")  # a file name, no spaces or "/"
 
 
 # -- machines --------------------------------------------------------------------------------
@@ -57,7 +60,7 @@ def machine_files(link: MachineLink) -> dict[str, str]:
     """The files of ``/etc/netns/<ns>/`` that ``ip netns exec`` puts over ``/etc`` (NOTES.md)."""
     return {
         "resolv.conf": f"nameserver {DNS_ADDRESS}\n",
-        "hosts": f"127.0.0.1\tlocalhost\n::1\tlocalhost\n{link.address}\tsixpn-local-6pn\n",
+        "hosts": f"127.0.0.1 localhost\n::1 localhost\n{link.address} sixpn-local-6pn\n",
     }
 
 
@@ -65,19 +68,18 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
     """Wire ``link`` (see the module docstring); what is already right is left alone."""
     what = f"wiring machine {link.machine_id} in namespace {link.netns}"
     alias = _alias(link)
-    if len(alias) > _ALIAS_MAX:
-        raise InvalidInput(f"{what}: namespace name too long", field="netns")
+    if not _NETNS_NAME.match(link.netns) or len(alias) > _ALIAS_MAX:
+        raise InvalidInput(f"{what}: not a usable namespace name", field="netns")
     if not (NETNS_DIR / link.netns).exists():
         if not create_netns:
             raise NotFound(f"{what}: the namespace does not exist")
         _check_netns_store_shared(what)
         with _sys.netlink(f"{what}: creating the namespace"):
             netns.create(link.netns)
-    with _sys.netlink(what), IPRoute() as ipr:
-        host = _ensure_veth(ipr, link, what)
+    with _sys.netlink(what), IPRoute() as ipr, NetNS(link.netns, flags=0) as ns:
+        host = _ensure_veth(ipr, ns, link, what)
         ipr.link("set", index=host, ifalias=alias, mtu=MTU, state="up")
         _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
-    with _sys.netlink(what), NetNS(link.netns, flags=0) as ns:
         (lo,) = ns.link_lookup(ifname="lo")
         ns.link("set", index=lo, state="up")
         (eth0,) = ns.link_lookup(ifname=link.inner_ifname)
@@ -136,6 +138,8 @@ def unwire_machine(link: MachineLink, *, delete_netns: bool) -> None:
 
 
 def remove_machine_files(ns: str) -> None:
+    if not _NETNS_NAME.match(ns):
+        return  # not a namespace name: never touch a path above /etc/netns/<ns>
     etc = ETC_NETNS / ns
     for name in ("resolv.conf", "hosts"):
         with contextlib.suppress(FileNotFoundError):
@@ -234,21 +238,18 @@ def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
         )
 
 
-def _ensure_veth(ipr: Any, link: MachineLink, what: str) -> int:
+def _ensure_veth(ipr: Any, ns: Any, link: MachineLink, what: str) -> int:
     """The host side's index, after making sure its peer is ``eth0`` of the machine namespace."""
     found = ipr.link_lookup(ifname=link.host_ifname)
-    nsid = _nsid(ipr, link.netns)
-    with NetNS(link.netns, flags=0) as ns:
-        inner = ns.link_lookup(ifname=link.inner_ifname)
     if found:
         (msg,) = ipr.get_links(found[0])
-        ours = msg.get_attr("IFLA_LINK_NETNSID") == nsid and inner == [msg.get_attr("IFLA_LINK")]
-        if ours and nsid is not None:
+        nsid = _nsid(ipr, link.netns)
+        inner = ns.link_lookup(ifname=link.inner_ifname)
+        peer = (msg.get_attr("IFLA_LINK_NETNSID"), [msg.get_attr("IFLA_LINK")])
+        if nsid is not None and peer == (nsid, inner):
             return int(found[0])
         ipr.link("del", index=found[0])  # a stale pair (its peer elsewhere): made again
-        with NetNS(link.netns, flags=0) as ns:
-            inner = ns.link_lookup(ifname=link.inner_ifname)
-    if inner:
+    if ns.link_lookup(ifname=link.inner_ifname):
         raise Conflict(f"{what}: {link.inner_ifname} already exists there and is not ours")
     ipr.link(
         "add",
@@ -316,13 +317,14 @@ def remove_route(route: Route) -> None:
 
 
 def read_routes() -> frozenset[Route]:
-    """The routes with protocol ``ROUTE_PROTO``, and only those."""
+    """The routes with protocol ``ROUTE_PROTO`` in the main table, and only those."""
     with _sys.netlink("reading routes"), IPRoute() as ipr:
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()}
         found = set()
         for r in ipr.route("dump", family=AF6):
             oif = r.get_attr("RTA_OIF")
-            if r["proto"] != ROUTE_PROTO or oif not in names:
+            table = r.get_attr("RTA_TABLE") or r["table"]
+            if r["proto"] != ROUTE_PROTO or table != MAIN_TABLE or oif not in names:
                 continue
             dst = r.get_attr("RTA_DST") or "::"
             found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif]))

@@ -1,0 +1,299 @@
+"""The whole data path, three hosts on one machine: real WireGuard, nftables, packets, dig.
+
+Hosts a (fra, gateway) and b (fra) and c (ams) are namespaces on an underlay; each runs its own
+agent process; machines of two organizations (and of two networks of one of them) are spread
+over them. Delivery is observed at the receiver (a listener records source addresses).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sixpn.core import addressing
+from sixpn.lab import netns
+from sixpn.lab.fabric import HostSpec, Lab
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+Machine = dict[str, Any]
+
+
+@dataclass
+class Fabric:
+    lab: Lab
+    api: Any
+    m: dict[str, Machine]
+    tmp: Path
+
+    def machine(self, org: str, app: str, host: str) -> Machine:
+        r = self.api.post(f"/v1/orgs/{org}/machines", json={"app": app, "host": host})
+        assert r.status_code == 201, r.text
+        return dict(r.json())
+
+    def run(
+        self, machine: Machine, *argv: str, timeout: float = 20
+    ) -> subprocess.CompletedProcess[str]:
+        return self.lab.exec(machine, list(argv), timeout=timeout)
+
+    def ping(self, src: Machine, dst: str, count: int = 1) -> bool:
+        r = self.run(src, "ping", "-6", "-c", str(count), "-W", "1", "-i", "0.2", dst)
+        return r.returncode == 0
+
+    @contextlib.contextmanager
+    def listening(self, machine: Machine, kind: str, port: int) -> Iterator[Path]:
+        out = self.tmp / f"{machine['id']}-{kind}-{port}.log"
+        out.write_text("")
+        argv = [sys.executable, "-m", "tests.netns.listener", kind, str(port), str(out)]
+        proc = subprocess.Popen(
+            netns.exec_argv(self.lab.machine_ns(machine["id"]), argv),
+            stdout=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == b"ready"
+            yield out
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+
+    def tcp(self, src: Machine, dst: str, port: int) -> bool:
+        code = (
+            "import socket,sys\n"
+            f"s=socket.create_connection(({dst!r},{port}),timeout=2)\n"
+            "sys.exit(0 if s.recv(3)==b'ok\\n' else 1)"
+        )
+        return self.run(src, sys.executable, "-c", code).returncode == 0
+
+    def tcp_probe(self, src: Machine, dst: str, port: int = 8089) -> bool:
+        """A TCP connection attempt (refused is fine: the packets crossed)."""
+        code = (
+            "import socket\ntry:\n"
+            f"    socket.create_connection(({dst!r},{port}),timeout=2)\n"
+            "except ConnectionRefusedError:\n    pass"
+        )
+        return self.run(src, sys.executable, "-c", code).returncode == 0
+
+    def udp(self, src: Machine, dst: str, port: int, *, source: str | None = None) -> None:
+        bind = f"s.bind(({source!r},0))\n" if source else ""
+        code = (
+            "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
+            f"{bind}"
+            f"for _ in range(5): s.sendto(b'x',({dst!r},{port}))"
+        )
+        r = self.run(src, sys.executable, "-c", code)
+        assert r.returncode == 0, r.stderr
+
+
+def seen(log: Path, timeout: float = 1.0, want: str | None = None) -> set[str]:
+    """Source addresses the listener recorded (waiting up to ``timeout`` for ``want``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        got = set(log.read_text().split())
+        if (want is not None and want in got) or time.monotonic() > deadline:
+            return got
+        time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
+    tmp = tmp_path_factory.mktemp("fabric")
+    lab = Lab(tmp / "lab")
+    try:
+        lab.up(
+            [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")],
+            resync=2.0,
+        )
+        api = lab.api()
+        for org in ("alpha", "beta"):
+            assert api.post("/v1/orgs", json={"name": org}).status_code == 201
+        assert api.post("/v1/orgs/alpha/networks", json={"name": "staging"}).status_code == 201
+        for org, app, net in (
+            ("alpha", "web", "default"),
+            ("alpha", "stg", "staging"),
+            ("beta", "web", "default"),
+        ):
+            r = api.post(f"/v1/orgs/{org}/apps", json={"name": app, "network": net})
+            assert r.status_code == 201
+        fab = Fabric(lab, api, {}, tmp)
+        for label, org, app, host in (
+            ("a1", "alpha", "web", "a"),
+            ("a2", "alpha", "web", "a"),
+            ("b1", "alpha", "web", "b"),
+            ("c1", "alpha", "web", "c"),
+            ("stg", "alpha", "stg", "b"),
+            ("x-a", "beta", "web", "a"),
+            ("x-c", "beta", "web", "c"),
+        ):
+            fab.m[label] = fab.machine(org, app, host)
+        for machine in fab.m.values():
+            lab.wait_wired(machine, timeout=30)
+        yield fab
+    finally:
+        lab.down()
+
+
+def test_same_network_machines_reach_each_other_on_one_host_and_across(fabric: Fabric) -> None:
+    m = fabric.m
+    assert fabric.ping(m["a1"], m["a2"]["address"])
+    assert fabric.ping(m["a1"], m["b1"]["address"])
+    assert fabric.ping(m["a1"], m["c1"]["address"])
+    assert fabric.ping(m["x-a"], m["x-c"]["address"])
+    with fabric.listening(m["c1"], "tcp", 8080):
+        assert fabric.tcp(m["a1"], m["c1"]["address"], 8080)
+        assert fabric.tcp(m["b1"], m["c1"]["address"], 8080)
+
+
+@pytest.mark.parametrize(
+    ("src", "dst"),
+    [("x-a", "a1"), ("x-a", "c1"), ("a1", "x-c"), ("stg", "b1"), ("stg", "c1"), ("b1", "stg")],
+)
+def test_other_organizations_and_networks_are_unreachable(
+    fabric: Fabric, src: str, dst: str
+) -> None:
+    m = fabric.m
+    target = m[dst]["address"]
+    assert not fabric.ping(m[src], target)
+    with fabric.listening(m[dst], "tcp", 8081) as tcp_log:
+        assert not fabric.tcp(m[src], target, 8081)
+        assert seen(tcp_log) == set()
+    with fabric.listening(m[dst], "udp", 9000) as udp_log:
+        fabric.udp(m[src], target, 9000)
+        assert m[src]["address"] not in seen(udp_log, timeout=1.0)
+
+
+def test_forged_source_addresses_get_nothing_through(fabric: Fabric) -> None:
+    m = fabric.m
+    victim, liar = m["c1"], m["a1"]
+    for stolen in (m["a2"]["address"], m["x-a"]["address"], m["stg"]["address"]):
+        ns = fabric.lab.machine_ns(liar["id"])
+        netns.run(ns, ["ip", "-6", "addr", "add", f"{stolen}/128", "dev", "eth0", "nodad"])
+        try:
+            with fabric.listening(victim, "udp", 9100) as log:
+                fabric.udp(liar, victim["address"], 9100, source=stolen)
+                # an honest one, as a control (bound: the kernel might pick the stolen source)
+                fabric.udp(liar, victim["address"], 9100, source=liar["address"])
+                got = seen(log, timeout=2.0, want=liar["address"])
+                assert liar["address"] in got
+                assert stolen not in got
+        finally:
+            netns.run(ns, ["ip", "-6", "addr", "del", f"{stolen}/128", "dev", "eth0"])
+
+
+def test_machines_resolve_names_and_reach_only_dns_on_their_host(fabric: Fabric) -> None:
+    m = fabric.m
+    web = sorted(m[k]["address"] for k in ("a1", "a2", "b1", "c1"))
+    r = fabric.run(m["b1"], "dig", "+short", "web.internal", "AAAA")
+    assert sorted(r.stdout.split()) == web
+    r = fabric.run(m["b1"], "getent", "ahosts", "web.internal")
+    assert {line.split()[0] for line in r.stdout.splitlines()} == set(web)
+    r = fabric.run(m["x-c"], "dig", "+short", "web.internal", "AAAA")
+    assert sorted(r.stdout.split()) == sorted([m["x-a"]["address"], m["x-c"]["address"]])
+    # nothing else of the host: a listener in host a's namespace on every address
+    host_ns = fabric.lab.host_ns("a")
+    code = (
+        "import socket,time\ns=socket.socket(socket.AF_INET6)\n"
+        "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('::',8099))\n"
+        "s.listen(8)\nprint('ready',flush=True)\ntime.sleep(60)"
+    )
+    proc = subprocess.Popen(
+        netns.enter_argv(host_ns, [sys.executable, "-c", code]), stdout=subprocess.PIPE
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        for target in ("fdaa::3", "fe80::1%eth0"):
+            assert not fabric.tcp(m["a1"], target, 8099), target
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_the_underlay_carries_only_wireguard(fabric: Fabric) -> None:
+    assert fabric.lab.state is not None
+    under = next(ns for ns in fabric.lab.state.namespaces if ns.startswith("sixpn-u"))
+    capture = subprocess.Popen(
+        netns.exec_argv(under, ["tcpdump", "-Z", "root", "-i", "br0", "-n", "-l"]),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert capture.stderr is not None
+        while "listening on" not in capture.stderr.readline():
+            pass
+        assert fabric.ping(fabric.m["a1"], fabric.m["c1"]["address"], count=3)
+        assert fabric.tcp_probe(fabric.m["b1"], fabric.m["c1"]["address"])
+    finally:
+        time.sleep(0.3)  # let the last packets reach the capture's output
+        capture.terminate()
+        out, _ = capture.communicate(timeout=10)
+    packets = [line for line in out.splitlines() if " IP" in line]
+    assert len(packets) >= 6, out
+    # every packet on the wire is WireGuard between host endpoints: no 6PN packet in the clear
+    assert all(" IP " in p and ".51820 > " in p and ": UDP" in p for p in packets), packets[:5]
+
+
+def test_a_new_machine_is_reachable_within_a_second_and_gone_when_destroyed(
+    fabric: Fabric,
+) -> None:
+    started = time.monotonic()
+    new = fabric.machine("alpha", "web", "c")
+    deadline = started + 1.0
+    reached = False
+    while time.monotonic() < deadline + 0.5 and not reached:
+        reached = fabric.ping(fabric.m["a1"], new["address"])
+    elapsed = time.monotonic() - started
+    assert reached
+    assert elapsed < 2.0  # 1 s target plus one ping's own time
+    assert fabric.api.delete(f"/v1/orgs/alpha/machines/{new['id']}").status_code == 200
+    gone_by = time.monotonic() + 5
+    while fabric.lab.machine_ns(new["id"]) and netns.exists(fabric.lab.machine_ns(new["id"])):
+        assert time.monotonic() < gone_by, "destroyed machine still wired"
+        time.sleep(0.05)
+    assert not fabric.ping(fabric.m["a1"], new["address"])
+
+
+def test_restarting_an_agent_loses_no_packet(fabric: Fabric) -> None:
+    m = fabric.m
+    ping = subprocess.Popen(
+        netns.exec_argv(
+            fabric.lab.machine_ns(m["a1"]["id"]),
+            ["ping", "-6", "-i", "0.05", "-c", "80", "-W", "1", m["c1"]["address"]],
+        ),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(0.5)
+    fabric.lab.stop_agent("c")
+    fabric.lab.start_agent("c", resync=2.0)
+    out, _ = ping.communicate(timeout=30)
+    assert " 0% packet loss" in out, out[-400:]
+
+
+def test_drift_is_repaired_by_the_next_resync(fabric: Fabric) -> None:
+    m = fabric.m
+    host_ns = fabric.lab.host_ns("a")
+    net = addressing.network_prefix(m["a1"]["net_id"])
+    netns.run(
+        host_ns, ["nft", "delete", "element", "inet", "sixpn", "pairs", f"{{ {net} . {net} }}"]
+    )
+    assert not fabric.ping(m["a1"], m["a2"]["address"])
+    deadline = time.monotonic() + 10
+    while not fabric.ping(m["a1"], m["a2"]["address"]):
+        assert time.monotonic() < deadline, "the deleted element was not restored"
+    prefix = addressing.machine_prefix(m["a2"]["net_id"], m["a2"]["host_id"], m["a2"]["field"])
+    netns.run(host_ns, ["ip", "-6", "route", "del", str(prefix)])
+    deadline = time.monotonic() + 10
+    while not fabric.ping(m["a1"], m["a2"]["address"]):
+        assert time.monotonic() < deadline, "the deleted route was not restored"

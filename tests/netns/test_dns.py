@@ -384,3 +384,35 @@ def test_metrics_count_queries_and_answers(fabric: Fabric) -> None:
 def test_log_has_no_tracebacks(fabric: Fabric) -> None:
     log = Path(fabric.dns.log).read_text()
     assert "Traceback" not in log, log[-3000:]
+
+
+def test_repeated_queries_get_their_own_id_and_fresh_answers(fabric: Fabric) -> None:
+    """The UDP path keeps whole responses of option-less queries: a repeat must still carry
+    its own ID, and a change must show at once."""
+    src = fabric.source("alpha")
+    first = query(fabric.ns, src, "db.internal", edns=False)
+    second = query(fabric.ns, src, "db.internal", edns=False)
+    assert sorted(rr.address for rr in second.answer[0]) == sorted(
+        rr.address for rr in first.answer[0]
+    )
+    new = fabric.create_machine("alpha", "db", "h-fra")
+    eventually(
+        lambda: (
+            new["address"]
+            in {rr.address for rr in query(fabric.ns, src, "db.internal", edns=False).answer[0]}
+        ),
+        "a cached answer replaced after a change",
+    )
+    q = dns.message.make_query("db.internal", "AAAA", use_edns=False)
+    for wanted_id in (1, 2, 65535):
+        q.id = wanted_id
+        sock = netns.socket_in(fabric.ns, socket.AF_INET6, socket.SOCK_DGRAM)
+        try:
+            sock.bind((src, 0))
+            sock.settimeout(2)
+            sock.sendto(q.to_wire(), ("fdaa::3", 53))
+            reply = dns.message.from_wire(sock.recv(4096))
+        finally:
+            sock.close()
+        assert reply.id == wanted_id
+        assert new["address"] in {rr.address for rr in reply.answer[0]}

@@ -32,6 +32,8 @@ _IPV6_FREEBIND = 78  # linux/in6.h; bind fdaa::3 before the address is on an int
 TCP_IDLE_SECONDS = 10.0
 MAX_TCP_CONNECTIONS = 512
 MAX_FORWARDS_PENDING = 4096
+_MAX_SOURCES = 65536  # remembered source addresses; past it the map starts again
+_MAX_RESPONSES = 200_000  # remembered whole responses; likewise
 
 
 @dataclass
@@ -85,6 +87,9 @@ class DnsServer:
         self._udp: list[socket.socket] = []
         self._tcp: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        self._nets: dict[str, int | None] = {}  # source address text -> network ID
+        self._responses: dict[tuple[int, bytes], bytes] = {}  # (network, query[2:]) -> answer[2:]
+        self._responses_version = -1
         self._not_ready = dnswire.Entry(
             dnswire.SERVFAIL,
             b"\x00\x01\x00\x00\x00\x00\x00\x00",
@@ -135,46 +140,88 @@ class DnsServer:
     # -- UDP: the hot path ----------------------------------------------------------------------
 
     def _drain(self, sock: socket.socket) -> None:
+        zone = self.zone
+        if zone.version != self._responses_version:
+            self._responses.clear()
+            self._responses_version = zone.version
+        responses = self._responses
+        rcodes = self.counters.rcodes
+        nets = self._nets
         recvfrom = sock.recvfrom
         sendto = sock.sendto
-        lookup = self.zone.lookup
-        counters = self.counters
-        rcodes = counters.rcodes
-        parse = dnswire.parse_query
-        respond = dnswire.respond
-        suffix = dnswire.SUFFIX
-        for _ in range(_BUDGET):
-            try:
-                data, addr = recvfrom(_MAX_DATAGRAM)
-            except BlockingIOError:
-                return
-            except OSError:
-                continue
-            counters.queries += 1
-            q = parse(data)
-            if q is None:
-                counters.dropped += 1
-                continue
-            net_id = network_of(addr[0])
-            if net_id is None or q.__class__ is int:
-                rcode = dnswire.REFUSED if net_id is None else q
-                assert isinstance(rcode, int)
-                out = dnswire.error_response(data, rcode)
-                rcodes[rcode & 0x0F] += 1
-            else:
-                assert not isinstance(q, int)
-                qend, qname, qtype, edns_size = q
-                if not qname.endswith(suffix):
-                    self._forward_udp(sock, data, addr, qend, edns_size)
+        received = 0
+        try:
+            for _ in range(_BUDGET):
+                try:
+                    data, addr = recvfrom(_MAX_DATAGRAM)
+                except BlockingIOError:
+                    return
+                except OSError:
                     continue
-                entry = lookup(net_id, qname, qtype) if self.ready else self._not_ready
-                limit = dnswire.udp_limit(edns_size)
-                out = respond(data, qend, edns_size, entry, limit)
-                rcodes[entry.rcode] += 1
-            try:
-                sendto(out, addr)
-            except OSError:
-                counters.dropped += 1  # socket buffer full or the client is gone
+                received += 1
+                host = addr[0]
+                net_id = nets.get(host, -1)
+                if net_id == -1:
+                    net_id = self._learn_source(host)
+                if net_id is not None:
+                    # The fast path: this very query (flags, question, EDNS) was answered
+                    # before for this network, and nothing changed since.
+                    hit = responses.get((net_id, data[2:]))
+                    if hit is not None:
+                        rcodes[hit[1] & 0x0F] += 1
+                        try:
+                            sendto(data[:2] + hit, addr)
+                        except OSError:
+                            self.counters.dropped += 1
+                        continue
+                out = self._answer_udp(sock, data, addr, net_id)
+                if out is not None:
+                    try:
+                        sendto(out, addr)
+                    except OSError:
+                        self.counters.dropped += 1  # socket buffer full or the client is gone
+        finally:
+            self.counters.queries += received
+
+    def _learn_source(self, host: str) -> int | None:
+        nets = self._nets
+        if len(nets) >= _MAX_SOURCES:
+            nets.clear()
+        net_id = nets[host] = network_of(host)
+        return net_id
+
+    def _answer_udp(
+        self, sock: socket.socket, data: bytes, addr: tuple[str, int], net_id: int | None
+    ) -> bytes | None:
+        """The general UDP path: parse, check, look up or forward; keep what can be reused."""
+        q = dnswire.parse_query(data)
+        if q is None:
+            self.counters.dropped += 1
+            return None
+        rcodes = self.counters.rcodes
+        if net_id is None:
+            rcodes[dnswire.REFUSED] += 1
+            return dnswire.error_response(data, dnswire.REFUSED)
+        if isinstance(q, int):
+            rcodes[q & 0x0F] += 1
+            return dnswire.error_response(data, q)
+        qend, qname, qtype, edns_size = q
+        if not qname.endswith(dnswire.SUFFIX):
+            self._forward_udp(sock, data, addr, qend, edns_size)
+            return None
+        if not self.ready:
+            rcodes[dnswire.SERVFAIL] += 1
+            return dnswire.respond(data, qend, edns_size, self._not_ready, 512)
+        entry = self.zone.lookup(net_id, qname, qtype)
+        out = dnswire.respond(data, qend, edns_size, entry, dnswire.udp_limit(edns_size))
+        rcodes[entry.rcode] += 1
+        # Keep the whole response when the query holds nothing that changes per query beyond
+        # its ID (no EDNS options such as cookies), so that a repeat costs one dict lookup.
+        if len(data) == qend + (11 if edns_size else 0):
+            if len(self._responses) >= _MAX_RESPONSES:
+                self._responses.clear()
+            self._responses[(net_id, data[2:])] = out[2:]
+        return out
 
     def _forward_udp(
         self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int

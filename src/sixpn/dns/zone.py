@@ -44,6 +44,8 @@ class Zone:
         self._cache: dict[CacheKey, dnswire.Entry] = {}
         self._tags: dict[Tag, list[CacheKey]] = {}
         self._nx: dict[int, dnswire.Entry] = {}  # by question-name length
+        # Bumped by every change: whoever keeps whole responses (the UDP path) drops them.
+        self.version = 0
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -115,8 +117,10 @@ class Zone:
             self._index(peer.net_id).peers[peer.name] = peer
         self._cache.clear()
         self._tags.clear()
+        self.version += 1
 
     def apply(self, deltas: Iterable[Delta]) -> None:
+        self.version += 1
         for delta in deltas:
             for entity, added in ((delta.old, False), (delta.new, True)):
                 if entity is not None:

@@ -20,7 +20,7 @@ from sixpn.core.hoststate import (
     machine_ifname,
     machine_netns,
 )
-from sixpn.core.plan import apply, plan
+from sixpn.core.plan import SetPeer, apply, plan
 from sixpn.model.entities import Host, Machine, MachineState, Peer
 
 pytestmark = pytest.mark.unit
@@ -132,6 +132,17 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
     assert apply(actual, ops) == desired
     assert plan(desired, desired) == []
     assert plan(apply(actual, ops), desired) == []
+
+
+def test_a_client_peers_learned_endpoint_is_not_a_difference() -> None:
+    want = WgPeer(KEYS[0], frozenset({addressing.peer_prefix(1, 1, 0)}))
+    learned = WgPeer(KEYS[0], want.allowed_ips, endpoint="198.51.100.7:40000")
+    state = HostState(wg_ifname="sxw1", listen_port=51820, wg_peers=frozenset({want}))
+    assert plan(HostState("sxw1", 51820, frozenset({learned})), state) == []
+    moved = WgPeer(KEYS[1], want.allowed_ips, endpoint="192.0.2.2:51820")
+    roamed = WgPeer(KEYS[1], want.allowed_ips, endpoint="192.0.2.9:51820")
+    mesh = HostState("sxw1", 51820, frozenset({moved}))
+    assert plan(HostState("sxw1", 51820, frozenset({roamed})), mesh) == [SetPeer(moved)]
 
 
 def host(name: str, host_id: int, region: str = "fra", *, gateway: bool = False) -> Host:

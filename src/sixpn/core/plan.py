@@ -142,7 +142,7 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
     have, want = _by_key(kept_peers), _by_key(desired.wg_peers)
     for key in sorted(want):
-        if have.get(key) != want[key]:
+        if not _same_peer(have.get(key), want[key]):
             ops.append(SetPeer(want[key]))
 
     # -- what goes away, last ------------------------------------------------------------------
@@ -160,6 +160,16 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     if desired.wg_ifname is None and actual.wg_ifname is not None:
         ops.append(RemoveWg(actual.wg_ifname))
     return ops
+
+
+def _same_peer(have: WgPeer | None, want: WgPeer) -> bool:
+    """A client peer's endpoint is whatever WireGuard learned when it last dialled in: only an
+    endpoint the desired state names (another host's) is compared."""
+    if have is None:
+        return False
+    if want.endpoint is None:
+        return (have.allowed_ips, have.keepalive) == (want.allowed_ips, want.keepalive)
+    return have == want
 
 
 def _route_key(route: Route) -> tuple[int, str]:

@@ -4,8 +4,8 @@ Shape: one underlay namespace holding a bridge; each host is a namespace joined 
 by a veth pair (``eth0``, an address in 192.0.2.0/24, the documentation range, so that nothing
 outside the lab is ever addressed); the control plane runs on this machine's root namespace on
 a Unix socket, which every namespace reaches through the file system; each host's agent runs
-inside its namespace (``ip netns exec``) with its own data directory, and wires its machines into
-namespaces of their own.
+inside its namespace (``nsenter --net``, see ``netns.enter_argv``) with its own data directory,
+and wires its machines into namespaces of their own.
 
 Everything the lab makes is written down in ``<root>/lab.json`` as it is made, so that ``down``
 (in this process or another: ``sixpn lab down``) removes exactly that, also after a crash, and

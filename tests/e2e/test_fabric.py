@@ -8,6 +8,8 @@ over them. Delivery is observed at the receiver (a listener records source addre
 from __future__ import annotations
 
 import contextlib
+import json
+import re
 import subprocess
 import sys
 import time
@@ -20,7 +22,7 @@ import pytest
 
 from sixpn.core import addressing
 from sixpn.lab import netns
-from sixpn.lab.fabric import HostSpec, Lab
+from sixpn.lab.fabric import METRICS_PORT, HostSpec, Lab
 
 pytestmark = pytest.mark.e2e
 
@@ -297,3 +299,76 @@ def test_drift_is_repaired_by_the_next_resync(fabric: Fabric) -> None:
     deadline = time.monotonic() + 10
     while not fabric.ping(m["a1"], m["a2"]["address"]):
         assert time.monotonic() < deadline, "the deleted route was not restored"
+
+
+def test_doctor_reports_a_deleted_element_and_the_agent_repairs_it(fabric: Fabric) -> None:
+    lab, m = fabric.lab, fabric.m
+    data_dir = lab.state.hosts["a"]["data_dir"]  # type: ignore[union-attr]
+    clean = lab.sixpn_on("a", "doctor", "isolation", "--data-dir", data_dir)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    lab.stop_agent("a")
+    try:
+        net = addressing.network_prefix(m["a1"]["net_id"])
+        element = f"{{ {net} . {net} }}"
+        lab.host_run("a", ["nft", "delete", "element", "inet", "sixpn", "pairs", element])
+        found = lab.sixpn_on("a", "doctor", "isolation", "--data-dir", data_dir)
+        assert found.returncode == 1
+        assert f"forwarding missing for {net}" in found.stdout
+    finally:
+        lab.start_agent("a", resync=2.0)
+    deadline = time.monotonic() + 15
+    while lab.sixpn_on("a", "doctor", "isolation", "--data-dir", data_dir).returncode != 0:
+        assert time.monotonic() < deadline, "the restarted agent did not repair the element"
+    assert fabric.ping(m["a1"], m["a2"]["address"])
+
+
+def test_agent_status_and_metrics(fabric: Fabric) -> None:
+    lab = fabric.lab
+    data_dir = lab.state.hosts["c"]["data_dir"]  # type: ignore[union-attr]
+    out = lab.sixpn_on("c", "agent", "status", "--json", "--data-dir", data_dir)
+    assert out.returncode == 0, out.stderr
+    status = json.loads(out.stdout)
+    assert status["backend"] == "wireguard-go"
+    assert status["host"] == "c"
+    assert sorted(status["machines"]) == sorted(fabric.m[k]["id"] for k in ("c1", "x-c"))
+    assert any(p["latest_handshake"] for p in status["wireguard_peers"])
+    page = lab.host_run(
+        "c",
+        [
+            sys.executable,
+            "-c",
+            "import urllib.request as u;"
+            f"print(u.urlopen('http://127.0.0.1:{METRICS_PORT}/metrics').read().decode())",
+        ],
+    ).stdout
+    assert re.search(r"^sixpn_agent_reconciles_total [1-9]", page, re.M), page[:500]
+    assert re.search(r"^sixpn_agent_machines 2\.0", page, re.M)
+    assert "sixpn_dns_queries_total" in page
+
+
+def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
+    lab = Lab(tmp_path / "mini")
+    try:
+        lab.up([HostSpec("p", "fra", gateway=True), HostSpec("q", "ams")], resync=2.0)
+        api = lab.api()
+        api.post("/v1/orgs", json={"name": "o"})
+        api.post("/v1/orgs/o/apps", json={"name": "w"})
+        machine = api.post("/v1/orgs/o/machines", json={"app": "w", "host": "q"}).json()
+        lab.wait_wired(machine, timeout=30)
+        assert lab.state is not None
+        namespaces = [*lab.state.namespaces, lab.machine_ns(machine["id"])]
+        pids = list(lab.state.pids.values())
+        wg_names = [h["wg_ifname"] for h in lab.state.hosts.values()]
+    finally:
+        lab.down()
+    lab.down()  # twice is fine
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [ns for ns in namespaces if ns in listed]
+    for pid in pids:
+        assert (
+            not Path(f"/proc/{pid}").exists()
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    sockets = {p.name for p in Path("/var/run/wireguard").glob("*.sock")}
+    assert not [n for n in wg_names if f"{n}.sock" in sockets]
+    assert not (tmp_path / "mini").exists()

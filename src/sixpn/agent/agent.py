@@ -20,7 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import CollectorRegistry, start_http_server
+
 from sixpn.agent.datadir import DataDir
+from sixpn.agent.metrics import AgentCollector
 from sixpn.agent.ports import HostPort
 from sixpn.agent.reconciler import Reconciler
 from sixpn.client import Client
@@ -29,6 +32,7 @@ from sixpn.core.hoststate import HostState, wg_ifname
 from sixpn.core.names import validate_name
 from sixpn.core.wireguard import split_endpoint
 from sixpn.dns.forward import Forwarder, upstreams_from_resolv_conf
+from sixpn.dns.metrics import DnsCollector
 from sixpn.dns.server import DnsServer
 from sixpn.dns.zone import Zone
 from sixpn.follower import Follower
@@ -54,6 +58,7 @@ class AgentSettings:
     dns_listen: tuple[str, int] = (str(addressing.DNS_ADDRESS), 53)
     upstreams: tuple[str, ...] = ()
     wg_ifname: str | None = None  # default sxw<host id>; the lab makes it unique per run
+    metrics: str | None = None  # ADDRESS:PORT for Prometheus
 
     def check(self) -> None:
         validate_name(self.name, field="name")
@@ -123,6 +128,8 @@ class Agent:
             self.dns = DnsServer(zone, forwarder)
             await self.dns.start([s.dns_listen])
             reconciler = self.reconciler
+            if s.metrics:
+                self._serve_metrics(s.metrics, reconciler)
 
             def on_load(view: View) -> None:
                 zone.load(view)
@@ -154,6 +161,14 @@ class Agent:
                         await task
                 await self.dns.close()
                 await forwarder.close()
+
+    def _serve_metrics(self, listen: str, reconciler: Reconciler) -> None:
+        assert self.dns is not None
+        host, port = split_endpoint(listen, field="metrics")
+        registry = CollectorRegistry()
+        registry.register(DnsCollector(self.dns))
+        registry.register(AgentCollector(reconciler, lambda: self._last[1] if self._last else None))
+        start_http_server(port, host, registry=registry)
 
     async def _resync(self, follower: Follower) -> None:
         assert self.reconciler is not None

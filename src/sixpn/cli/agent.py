@@ -27,6 +27,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
 @click.option("--resync", default=30.0, show_default=True, help="Full resync period, seconds.")
 @click.option("--dns-port", default=53, show_default=True, hidden=True)
 @click.option("--upstream", "upstreams", multiple=True, help="DNS upstream ADDRESS[:PORT].")
+@click.option("--metrics", help="ADDRESS:PORT to serve Prometheus metrics on.")
 @click.option("--wg-ifname", hidden=True, help="WireGuard interface name (the lab's).")
 @click.option("--teardown", is_flag=True, help="Remove everything the agent made, and exit.")
 @click.pass_context
@@ -42,6 +43,7 @@ def agent(
     resync: float,
     dns_port: int,
     upstreams: tuple[str, ...],
+    metrics: str | None,
     wg_ifname: str | None,
     teardown: bool,
 ) -> None:
@@ -80,6 +82,7 @@ def agent(
         dns_listen=("fdaa::3", dns_port),
         upstreams=upstreams,
         wg_ifname=wg_ifname,
+        metrics=metrics,
     )
     click.echo(f"sixpn agent: host '{name}', WireGuard backend: {backend}", err=True)
     runner = Agent(settings, lambda ifname, key: LinuxHost(ifname, key, backend))

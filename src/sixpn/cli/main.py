@@ -19,6 +19,7 @@ import sixpn
 from sixpn.cli.agent import agent
 from sixpn.cli.apps import apps
 from sixpn.cli.dns import dns
+from sixpn.cli.doctor import doctor
 from sixpn.cli.hosts import hosts
 from sixpn.cli.machines import machines
 from sixpn.cli.networks import networks
@@ -110,7 +111,19 @@ def server(
     asyncio.run(serve(settings))
 
 
-for _noun in (orgs, networks, apps, machines, hosts, tokens, regions, wireguard, dns, agent):
+for _noun in (
+    orgs,
+    networks,
+    apps,
+    machines,
+    hosts,
+    tokens,
+    regions,
+    wireguard,
+    dns,
+    agent,
+    doctor,
+):
     cli.add_command(_noun)
 
 

@@ -33,6 +33,7 @@ from sixpn.lab import netns
 
 UNDERLAY_NET = "192.0.2"
 WG_PORT = 51820
+METRICS_PORT = 9109
 
 
 @dataclass(frozen=True)
@@ -191,6 +192,7 @@ class Lab:
             "--wg-ifname": h["wg_ifname"],
             "--resync": str(resync),
             "--upstream": "127.0.0.1:9",  # nothing listens: the lab forwards no names out
+            "--metrics": f"127.0.0.1:{METRICS_PORT}",  # each host's own loopback
         }
         argv = [sys.executable, "-m", "sixpn", "agent"]
         argv += [part for pair in options.items() for part in pair]
@@ -220,6 +222,22 @@ class Lab:
         assert self.state is not None
         for name in self.state.hosts:
             _wait(lambda n=name: self.status(n) is not None, timeout, f"agent of {name}")
+
+    def host_run(
+        self, name: str, argv: list[str], timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a command on a host (its network namespace, like its agent)."""
+        return subprocess.run(
+            netns.enter_argv(self.host_ns(name), argv),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def sixpn_on(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+        """`sixpn ARGS` on host ``name`` (``--data-dir`` of its agent appended where useful)."""
+        return self.host_run(name, [sys.executable, "-m", "sixpn", *args])
 
     # -- machines -------------------------------------------------------------------------------
 

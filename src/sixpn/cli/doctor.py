@@ -1,0 +1,114 @@
+"""`sixpn doctor`: checks an operator runs on a host.
+
+``sixpn doctor isolation`` compares the policy the control plane implies for this host (the
+agent's desired state: forwarding pairs, the fixed nftables rules, routes, machine wiring,
+WireGuard peers) with what the kernel actually holds, and lists every difference as the
+operation that would repair it. Exit 0: no difference; 1: differences (or a failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import click
+
+from sixpn.cli.agent import DEFAULT_DATA_DIR
+
+
+@click.group("doctor")
+def doctor() -> None:
+    """Check this host's fabric against the control plane."""
+
+
+def describe(op: object) -> str:
+    from sixpn.core import plan as p
+
+    match op:
+        case p.AddPairs(networks=nets):
+            return "nftables: forwarding missing for " + ", ".join(sorted(map(str, nets)))
+        case p.RemovePairs(networks=nets):
+            return "nftables: forwarding allowed that should not be for " + ", ".join(
+                sorted(map(str, nets))
+            )
+        case p.ReplaceNftTable():
+            return "nftables: table inet sixpn is missing or its fixed rules were changed"
+        case p.AddRoute(route=r):
+            return f"route missing: {r.prefix} dev {r.ifname}"
+        case p.RemoveRoute(route=r):
+            return f"route that should not be there: {r.prefix} dev {r.ifname}"
+        case p.WireMachine(link=link):
+            return f"machine {link.machine_id} not (fully) wired ({link.address})"
+        case p.UnwireMachine(link=link):
+            return f"machine {link.machine_id} wired but should not be ({link.address})"
+        case p.SetPeer(peer=peer):
+            return f"WireGuard peer {peer.public_key[:12]}... missing or different"
+        case p.RemovePeer(public_key=key):
+            return f"WireGuard peer {key[:12]}... should not be there"
+        case p.AddAddress(address=a):
+            return f"service address missing on lo: {a}"
+        case p.RemoveAddress(address=a):
+            return f"service address that should not be there: {a}"
+        case p.EnsureWg(ifname=name):
+            return f"WireGuard interface {name} missing or misconfigured"
+        case p.RemoveWg(ifname=name):
+            return f"WireGuard interface {name} should not be there"
+    return str(op)
+
+
+@doctor.command("isolation")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    help="The agent's data directory (who this host is, its credential).",
+)
+def isolation(data_dir: Path) -> None:
+    """Compare the implied isolation policy with the kernel's ruleset (run on the host)."""
+    from sixpn.agent.datadir import DataDir
+    from sixpn.agent.linux.host import LinuxHost
+    from sixpn.agent.linux.wg import detect_backend
+    from sixpn.client import Client
+    from sixpn.core.desired import desired_state
+    from sixpn.core.plan import plan
+    from sixpn.core.wireguard import split_endpoint
+    from sixpn.view import View
+
+    data = DataDir(data_dir)
+    identity, credential = data.identity(), data.credential()
+    if identity is None or credential is None:
+        raise click.UsageError(f"{data_dir}: no agent state here (host.json, credential)")
+
+    async def snapshot_view() -> View:
+        async with Client(str(identity["control"]), credential) as client:
+            return View.from_snapshot(await client.snapshot())
+
+    view = asyncio.run(snapshot_view())
+    me = view.hosts.get(str(identity["name"]))
+    if me is None:
+        raise click.ClickException(f"host '{identity['name']}' is not in the control plane")
+    ifname = str(identity.get("wg_ifname") or "")
+    desired = desired_state(
+        me,
+        view.hosts,
+        view.machines.values(),
+        view.peers.values(),
+        listen_port=split_endpoint(me.endpoint)[1],
+        wg=ifname or None,
+    )
+    actual = LinuxHost(desired.wg_ifname or ifname, data.key_file, detect_backend()).read()
+    differences = plan(actual, desired)
+    if not differences:
+        click.echo(
+            f"isolation: host '{me.name}' matches the control plane at revision "
+            f"{view.revision} ({len(desired.pairs)} networks, {len(desired.machines)} machines)"
+        )
+        return
+    click.echo(
+        f"isolation: host '{me.name}' differs from the control plane (revision {view.revision}):"
+    )
+    for op in differences:
+        click.echo(f"  - {describe(op)}")
+    sys.exit(1)

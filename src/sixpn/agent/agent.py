@@ -78,6 +78,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self._status_due = asyncio.Event()
         self._last: tuple[int, HostState] | None = None
+        self._dns_listening: set[str] = set()
 
     async def join(self) -> tuple[str, dict[str, Any]]:
         """The stored credential and identity, or join now and store them."""
@@ -181,6 +182,21 @@ class Agent:
         self._last = (revision, desired)
         self._status_due.set()
 
+    async def _listen_on_service_addresses(self, desired: HostState) -> None:
+        """DNS on every service address: fdaa::3, and on a gateway ``<net48>::3`` of each network
+        with peers there (SPEC 4). A listener whose network lost its peers stays bound (its
+        address is gone from lo, so nothing reaches it) until the agent restarts."""
+        assert self.dns is not None
+        for address in sorted(map(str, desired.service_addresses)):
+            if address in self._dns_listening or address == self.settings.dns_listen[0]:
+                continue
+            try:
+                await self.dns.listen(address, self.settings.dns_listen[1])
+            except OSError as exc:
+                log.warning("DNS on [%s]:%d: %s", address, self.settings.dns_listen[1], exc)
+                continue
+            self._dns_listening.add(address)
+
     async def _report(self, client: Client, host: HostPort) -> None:
         """Write status.json and tell the control plane, at most once a second."""
         while True:
@@ -189,6 +205,7 @@ class Agent:
             assert self._last is not None
             assert self.reconciler is not None
             revision, desired = self._last
+            await self._listen_on_service_addresses(desired)
             stats = self.reconciler.stats
             self.data.save_status(
                 {

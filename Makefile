@@ -26,7 +26,7 @@ venv: $(STAMP)
 deps: sysdeps venv
 
 test: deps
-	$(BIN)/pytest -n $(JOBS) -q
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -q
 
 lint: venv
 	$(BIN)/ruff check .
@@ -40,7 +40,7 @@ format: venv
 	$(BIN)/ruff check --fix .
 
 check: deps lint typecheck
-	$(BIN)/pytest -n $(JOBS) -q
+	$(BIN)/pytest -n $(JOBS) --dist loadfile -q
 
 demo: deps
 	@echo "sixpn lab demo arrives with the lab (issue 5); until then: make test"

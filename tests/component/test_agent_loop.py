@@ -32,7 +32,7 @@ async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
             await task
 
 
-async def until(check: object, what: str, timeout: float = 10.0) -> None:
+async def until(check: object, what: str, timeout: float = 30.0) -> None:
     assert callable(check)
     async with asyncio.timeout(timeout):
         while not check():
@@ -87,6 +87,10 @@ async def test_agent_wires_the_fleet_and_a_restart_applies_nothing(
         await until(lambda: not host.state.machines, "machine unwired")
         await until(lambda: agent.data.status() is not None, "status.json written")
 
+    # a reconcile the cancelled agent had started finishes in its worker thread: wait for it
+    reconciler = agent.reconciler
+    assert reconciler is not None
+    await until(lambda: not reconciler.busy, "the first agent's last reconcile to finish")
     applied_before = len(host.applied)
     again = Agent(settings(server, tmp_path / "agent"), lambda ifname, key: host)
     async with running(again):

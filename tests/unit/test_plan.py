@@ -3,6 +3,7 @@ and a second plan is empty. Plus the desired-state function on a small fleet."""
 
 from __future__ import annotations
 
+import dataclasses
 from ipaddress import IPv6Address, IPv6Network
 
 import pytest
@@ -114,6 +115,16 @@ def actual_states(draw: st.DrawFn) -> HostState:
     )
 
 
+def forget_learned_endpoints(state: HostState, desired: HostState) -> HostState:
+    """A client peer's endpoint is learned by WireGuard, not planned: leave it out."""
+    learned = {p.public_key for p in desired.wg_peers if p.endpoint is None}
+    peers = frozenset(
+        WgPeer(p.public_key, p.allowed_ips, None, p.keepalive) if p.public_key in learned else p
+        for p in state.wg_peers
+    )
+    return dataclasses.replace(state, wg_peers=peers)
+
+
 @settings(max_examples=400, deadline=None)
 @given(actual_states(), desired_states())
 def test_the_plan_takes_any_actual_state_to_the_desired_one(
@@ -129,7 +140,7 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
             nft_rules_ok=actual.nft_rules_ok,
         )
     ops = plan(actual, desired)
-    assert apply(actual, ops) == desired
+    assert forget_learned_endpoints(apply(actual, ops), desired) == desired
     assert plan(desired, desired) == []
     assert plan(apply(actual, ops), desired) == []
 

@@ -49,6 +49,7 @@ class Reconciler:
         self.on_applied = on_applied
         self.stats = ReconcileStats()
         self._wanted = asyncio.Event()
+        self.busy = False  # a reconcile is running (set by the worker thread itself)
         self._view: View | None = None
 
     def desired(self, view: View) -> HostState:
@@ -90,10 +91,14 @@ class Reconciler:
     def reconcile_once(self, desired: HostState) -> list[Op]:
         """Read, plan, apply, op by op (in the calling thread). Returns what was applied."""
         started = time.monotonic()
-        ops = plan(self.host.read(), desired)
-        for op in ops:
-            log.info("apply %s", op)
-            self.host.apply(op)
+        self.busy = True
+        try:
+            ops = plan(self.host.read(), desired)
+            for op in ops:
+                log.info("apply %s", op)
+                self.host.apply(op)
+        finally:
+            self.busy = False
         elapsed = time.monotonic() - started
         self.stats.runs += 1
         self.stats.ops_applied += len(ops)

@@ -110,7 +110,7 @@ send_all(int fd, int count)
 static int
 add_counts(PyObject *rcodes, const Py_ssize_t *counts)
 {
-    for (int r = 0; r < 16; r++) {
+    for (int r = 0; r < 16 && r < PyList_GET_SIZE(rcodes); r++) {
         if (counts[r] == 0)
             continue;
         PyObject *inc = PyLong_FromSsize_t(counts[r]);

@@ -39,6 +39,19 @@ async def live_org(tx: Tx, org: str) -> Org:
     return found
 
 
+async def live_network(tx: Tx, org: str, network: str) -> Network:
+    """The organization's network, both checked to exist and not to be in their deletion."""
+    await live_org(tx, org)
+    net = await tx.entity(
+        Network,
+        keys.network(org, network),
+        f"network '{network}' not found in organization '{org}'",
+        field="network",
+    )
+    await tx.check_guard(keys.network(org, network), f"network '{org}/{network}'")
+    return net
+
+
 class Orgs:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -172,14 +185,7 @@ class Orgs:
         validate_name(network, field="network")
 
         async def fn(tx: Tx) -> App:
-            await live_org(tx, org)
-            net = await tx.entity(
-                Network,
-                keys.network(org, network),
-                f"network '{network}' not found in organization '{org}'",
-                field="network",
-            )
-            await tx.check_guard(keys.network(org, network), f"network '{org}/{network}'")
+            net = await live_network(tx, org, network)
             if await tx.get(keys.app(org, name)) is not None:
                 raise AlreadyExists(
                     f"app '{name}' already exists in organization '{org}'", field="name"

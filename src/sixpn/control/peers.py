@@ -17,14 +17,14 @@ from ipaddress import IPv6Network
 from sixpn.control import codec, keys
 from sixpn.control.context import Context
 from sixpn.control.hosts import host_missing
-from sixpn.control.orgs import DEFAULT_NETWORK, live_org
+from sixpn.control.orgs import DEFAULT_NETWORK, live_network
 from sixpn.control.tx import Tx
 from sixpn.core import addressing
 from sixpn.core.alloc import next_peer_slot
 from sixpn.core.names import validate_name
 from sixpn.core.regions import nearest_order
 from sixpn.core.wireguard import validate_key
-from sixpn.model.entities import Host, Network, Peer
+from sixpn.model.entities import Host, Peer
 from sixpn.model.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 
 MAX_ROUTES = 16
@@ -80,14 +80,7 @@ class Peers:
         wanted_routes = parse_routes(routes)
 
         async def fn(tx: Tx) -> tuple[Peer, Host]:
-            await live_org(tx, org)
-            net = await tx.entity(
-                Network,
-                keys.network(org, network),
-                f"network '{network}' not found in organization '{org}'",
-                field="network",
-            )
-            await tx.check_guard(keys.network(org, network), f"network '{org}/{network}'")
+            net = await live_network(tx, org, network)
             if await tx.get(keys.peer(org, name)) is not None:
                 raise AlreadyExists(
                     f"peer '{name}' already exists in organization '{org}'", field="name"

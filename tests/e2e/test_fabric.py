@@ -372,3 +372,29 @@ def test_down_leaves_nothing_behind(tmp_path: Path) -> None:
     sockets = {p.name for p in Path("/var/run/wireguard").glob("*.sock")}
     assert not [n for n in wg_names if f"{n}.sock" in sockets]
     assert not (tmp_path / "mini").exists()
+
+
+def test_a_namespace_made_by_the_orchestrator_is_used(fabric: Fabric) -> None:
+    machine = fabric.machine("alpha", "web", "b")
+    fabric.lab.wait_wired(machine, timeout=30)
+    mine = fabric.lab.orchestrator_netns(machine["id"])
+    netns.create(mine)
+    try:
+        deadline = time.monotonic() + 15
+        while not fabric.ping(fabric.m["a1"], machine["address"]) or not _has_address(
+            mine, machine["address"]
+        ):
+            assert time.monotonic() < deadline, "the agent did not move into the orchestrator's"
+        assert not netns.exists(f"sixpn-m-{machine['id']}")
+        fabric.api.delete(f"/v1/orgs/alpha/machines/{machine['id']}")
+        deadline = time.monotonic() + 15
+        while _has_address(mine, machine["address"]):
+            assert time.monotonic() < deadline, "the destroyed machine was not unwired"
+        assert netns.exists(mine), "the agent must not delete a namespace it did not make"
+    finally:
+        netns.remove(mine)
+
+
+def _has_address(ns: str, address: str) -> bool:
+    out = netns.run(ns, ["ip", "-6", "addr", "show", "dev", "eth0"]).stdout
+    return f"{address}/" in out

@@ -59,6 +59,9 @@ class AgentSettings:
     upstreams: tuple[str, ...] = ()
     wg_ifname: str | None = None  # default sxw<host id>; the lab makes it unique per run
     metrics: str | None = None  # ADDRESS:PORT for Prometheus
+    # The orchestrator's namespace of a machine, e.g. "vm-{id}": used when /var/run/netns/<it>
+    # exists; otherwise the agent makes sixpn-m-<id> itself (SPEC 7).
+    netns_template: str | None = None
 
     def check(self) -> None:
         validate_name(self.name, field="name")
@@ -119,7 +122,12 @@ class Agent:
         host = self.make_host(ifname, self.data.key_file)
         port = split_endpoint(s.endpoint)[1]
         self.reconciler = Reconciler(
-            host, lambda _view: s.name, listen_port=port, wg_ifname=ifname, on_applied=self._applied
+            host,
+            lambda _view: s.name,
+            listen_port=port,
+            wg_ifname=ifname,
+            orchestrator_netns=self._orchestrator_netns if s.netns_template else None,
+            on_applied=self._applied,
         )
         async with Client(s.control, credential) as client:
             regions = await fetch_regions(client)
@@ -162,6 +170,11 @@ class Agent:
                         await task
                 await self.dns.close()
                 await forwarder.close()
+
+    def _orchestrator_netns(self, machine_id: str) -> str | None:
+        assert self.settings.netns_template is not None
+        name = self.settings.netns_template.format(id=machine_id)
+        return name if (Path("/var/run/netns") / name).exists() else None
 
     def _serve_metrics(self, listen: str, reconciler: Reconciler) -> None:
         assert self.dns is not None

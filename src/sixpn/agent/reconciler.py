@@ -40,12 +40,14 @@ class Reconciler:
         *,
         listen_port: int,
         wg_ifname: str | None = None,
+        orchestrator_netns: Callable[[str], str | None] | None = None,
         on_applied: Callable[[int, HostState], None] | None = None,
     ) -> None:
         self.host = host
         self.me = me
         self.listen_port = listen_port
         self.wg_ifname = wg_ifname
+        self.orchestrator_netns = orchestrator_netns
         self.on_applied = on_applied
         self.stats = ReconcileStats()
         self._wanted = asyncio.Event()
@@ -54,6 +56,12 @@ class Reconciler:
 
     def desired(self, view: View) -> HostState:
         name = self.me(view)
+        netns_of: dict[str, str] = {}
+        if self.orchestrator_netns is not None:
+            for m in view.machines.values():
+                found = self.orchestrator_netns(m.id) if m.host == name else None
+                if found:
+                    netns_of[m.id] = found
         return desired_state(
             view.hosts[name],
             view.hosts,
@@ -61,6 +69,7 @@ class Reconciler:
             view.peers.values(),
             listen_port=self.listen_port,
             wg=self.wg_ifname,
+            netns_of=netns_of,
         )
 
     def request(self, view: View) -> None:

@@ -28,6 +28,12 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
 @click.option("--dns-port", default=53, show_default=True, hidden=True)
 @click.option("--upstream", "upstreams", multiple=True, help="DNS upstream ADDRESS[:PORT].")
 @click.option("--metrics", help="ADDRESS:PORT to serve Prometheus metrics on.")
+@click.option(
+    "--netns-name",
+    "netns_template",
+    help="The orchestrator's namespace of a machine, e.g. 'vm-{id}': used when it exists "
+    "in /var/run/netns, else the agent makes sixpn-m-<id>.",
+)
 @click.option("--wg-ifname", hidden=True, help="WireGuard interface name (the lab's).")
 @click.option("--teardown", is_flag=True, help="Remove everything the agent made, and exit.")
 @click.pass_context
@@ -44,6 +50,7 @@ def agent(
     dns_port: int,
     upstreams: tuple[str, ...],
     metrics: str | None,
+    netns_template: str | None,
     wg_ifname: str | None,
     teardown: bool,
 ) -> None:
@@ -83,6 +90,7 @@ def agent(
         upstreams=upstreams,
         wg_ifname=wg_ifname,
         metrics=metrics,
+        netns_template=netns_template,
     )
     click.echo(f"sixpn agent: host '{name}', WireGuard backend: {backend}", err=True)
     runner = Agent(settings, lambda ifname, key: LinuxHost(ifname, key, backend))

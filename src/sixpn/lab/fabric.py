@@ -193,6 +193,8 @@ class Lab:
             "--resync": str(resync),
             "--upstream": "127.0.0.1:9",  # nothing listens: the lab forwards no names out
             "--metrics": f"127.0.0.1:{METRICS_PORT}",  # each host's own loopback
+            # an "orchestrator" may have made a machine's namespace: the agent then uses it
+            "--netns-name": self.orchestrator_netns("{id}"),
         }
         argv = [sys.executable, "-m", "sixpn", "agent"]
         argv += [part for pair in options.items() for part in pair]
@@ -242,7 +244,14 @@ class Lab:
     # -- machines -------------------------------------------------------------------------------
 
     def machine_ns(self, machine_id: str) -> str:
-        return f"{netns.PREFIX}m-{machine_id}"
+        """The namespace a machine is wired in: the orchestrator's if it made one."""
+        mine = self.orchestrator_netns(machine_id)
+        return mine if netns.exists(mine) else f"{netns.PREFIX}m-{machine_id}"
+
+    def orchestrator_netns(self, machine_id: str) -> str:
+        """Where an orchestrator of this lab would put a machine (tests make it by hand)."""
+        assert self.state is not None
+        return f"{netns.PREFIX}o{self.state.lab_id}-{machine_id}"
 
     def exec(
         self, machine: dict[str, Any], argv: list[str], timeout: float = 30

@@ -55,3 +55,11 @@ clean:
 bench-dns: venv
 	@scripts/sysdeps.sh unbound dnsperf dnsutils util-linux
 	$(BIN)/python bench/dns_bench.py $(BENCH_ARGS)
+
+# Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between two bare
+# namespaces, and propagation times, same run (root; see bench/README.md).
+# `make bench-datapath BENCH_ARGS=--quick` for a smoke run.
+.PHONY: bench-datapath
+bench-datapath: venv
+	@scripts/sysdeps.sh iperf3 wireguard-go wireguard-tools nftables iputils-ping util-linux
+	$(BIN)/python bench/datapath_bench.py $(BENCH_ARGS)

@@ -24,7 +24,7 @@ from sixpn.dns.zone import Zone
 pytestmark = pytest.mark.unit
 
 NET = 7
-BATCH = fastpath.MAX_BATCH
+BUDGET = 256
 _drain = fastpath.extension()
 
 
@@ -33,9 +33,10 @@ def drain(
     responses: dict[tuple[int, bytes], bytes],
     rcodes: list[int],
     any_source_net: int | None = NET,
+    budget: int = BUDGET,
 ) -> tuple[int, int, list[tuple[bytes, object]]]:
     assert _drain is not None, "sixpn.dns._fastpath is not built (pip install -e . with gcc)"
-    return _drain(sock.fileno(), responses, rcodes, BATCH, any_source_net)
+    return _drain(sock.fileno(), responses, rcodes, budget, any_source_net)
 
 
 @pytest.fixture
@@ -133,22 +134,24 @@ def test_a_batch_of_200(pair: tuple[socket.socket, socket.socket]) -> None:
     responses = {(NET, query(0)[2:]): tail}
     for qid in range(200):
         client.send(query(qid, "web.internal" if qid % 4 else "miss.internal"))
-    total, rounds, missed = 0, 0, []
     rcodes = [0] * 24
-    while True:
-        received, dropped, misses = drain(server, responses, rcodes)
-        assert dropped == 0
-        total, rounds = total + received, rounds + 1
-        missed += misses
-        if received < BATCH:
-            break
-    assert total == 200
-    assert rounds == 4  # 64 + 64 + 64 + 8
-    assert [int.from_bytes(d[:2], "big") for d, _ in missed] == list(range(0, 200, 4))
+    received, dropped, misses = drain(server, responses, rcodes)  # batches of 64 until empty
+    assert (received, dropped) == (200, 0)
+    assert [int.from_bytes(d[:2], "big") for d, _ in misses] == list(range(0, 200, 4))
     answers = [client.recv(4096) for _ in range(150)]
     assert [int.from_bytes(a[:2], "big") for a in answers] == [i for i in range(200) if i % 4]
     assert all(a[2:] == tail for a in answers)
     assert rcodes[dnswire.NOERROR] == 150
+
+
+def test_the_budget_bounds_one_call(pair: tuple[socket.socket, socket.socket]) -> None:
+    server, client = pair
+    responses = {(NET, query(0)[2:]): answer_tail()}
+    for qid in range(100):
+        client.send(query(qid))
+    assert drain(server, responses, [0] * 24, budget=70)[:2] == (70, 0)  # 64 + 6
+    assert drain(server, responses, [0] * 24, budget=70)[:2] == (30, 0)
+    assert len([client.recv(4096) for _ in range(100)]) == 100
 
 
 def test_a_change_of_the_dict_takes_effect(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -184,12 +187,14 @@ def test_bad_arguments_raise_instead_of_crashing(
     server, _ = pair
     assert _drain is not None
     with pytest.raises(TypeError):
-        _drain(server.fileno(), [], [0] * 24, BATCH)
+        _drain(server.fileno(), [], [0] * 24, BUDGET)
     with pytest.raises(TypeError):
-        _drain(server.fileno(), {}, [0] * 3, BATCH)
+        _drain(server.fileno(), {}, [0] * 3, BUDGET)
+    with pytest.raises(TypeError):
+        _drain(server.fileno(), {}, [0] * 24)
     with pytest.raises(ValueError, match="out of range"):
-        _drain(-1, {}, [0] * 24, BATCH)
-    assert _drain(99_999, {}, [0] * 24, BATCH) == (0, 0, [])  # EBADF: nothing received
+        _drain(-1, {}, [0] * 24, BUDGET)
+    assert _drain(99_999, {}, [0] * 24, BUDGET) == (0, 0, [])  # EBADF: nothing received
 
 
 def test_pure_python_can_be_forced(monkeypatch: pytest.MonkeyPatch) -> None:

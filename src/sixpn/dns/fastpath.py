@@ -21,13 +21,13 @@ from typing import Any, cast
 log = logging.getLogger("sixpn.dns.fastpath")
 
 ENV_PURE_PYTHON = "SIXPN_DNS_PURE_PYTHON"
-MAX_BATCH = 64  # datagrams per recvmmsg/sendmmsg (the extension's own bound)
 
-# drain(fd, responses, rcodes, max_batch, any_source_net=None) -> (received, dropped, misses):
+# drain(fd, responses, rcodes, budget, any_source_net=None) -> (received, dropped, misses):
+# batches of up to 64 datagrams until the socket is empty or ``budget`` were received;
 # - responses: {(network ID, query[2:]): response[2:]}, read only; a hit sends query[:2] + value
 #   from the socket and adds 1 to rcodes[value[1] & 0x0F];
-# - received: datagrams taken from the socket (a batch shorter than max_batch means it is
-#   empty); dropped: failed sends and datagrams over 4096 bytes; misses: [(data, address)];
+# - received: datagrams taken from the socket; dropped: failed sends and datagrams over 4096
+#   bytes; misses: [(data, address)] as socket.recvfrom(4096) returns them;
 # - any_source_net: tests only, every source counts as this network (not only fdaa::/16).
 # The addresses are typed as typeshed types socket.recvfrom's: Any.
 Drain = Callable[..., tuple[int, int, list[tuple[bytes, Any]]]]
@@ -56,7 +56,7 @@ def udp_drain() -> Drain | None:
     if not _logged:
         _logged = True
         if drain is not None:
-            log.info("DNS UDP path: C (recvmmsg/sendmmsg, batches of %d)", MAX_BATCH)
+            log.info("DNS UDP path: C (sixpn.dns._fastpath: recvmmsg/sendmmsg)")
         elif forced:
             log.info("DNS UDP path: pure Python (%s is set)", ENV_PURE_PYTHON)
         else:

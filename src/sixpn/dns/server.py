@@ -192,29 +192,22 @@ class DnsServer:
         if zone.version != self._responses_version:
             self._responses.clear()
             self._responses_version = zone.version
-        drain = self._fast
-        assert drain is not None
+        assert self._fast is not None
         counters = self.counters
-        responses = self._responses
-        rcodes = counters.rcodes
+        received, dropped, misses = self._fast(
+            sock.fileno(), self._responses, counters.rcodes, _BUDGET
+        )
+        counters.queries += received
+        counters.dropped += dropped
         nets = self._nets
-        fd = sock.fileno()
-        budget = _BUDGET
-        while budget > 0:
-            received, dropped, misses = drain(fd, responses, rcodes, fastpath.MAX_BATCH)
-            counters.queries += received
-            counters.dropped += dropped
-            for data, addr in misses:
-                host = addr[0]
-                net_id = nets.get(host, -1)
-                if net_id == -1:
-                    net_id = self._learn_source(host)
-                out = self._answer_udp(sock, data, addr, net_id)
-                if out is not None:
-                    self._send(sock, out, addr)
-            if received < fastpath.MAX_BATCH:
-                return  # the socket is empty
-            budget -= received
+        for data, addr in misses:
+            host = addr[0]
+            net_id = nets.get(host, -1)
+            if net_id == -1:
+                net_id = self._learn_source(host)
+            out = self._answer_udp(sock, data, addr, net_id)
+            if out is not None:
+                self._send(sock, out, addr)
 
     def _learn_source(self, host: str) -> int | None:
         nets = self._nets

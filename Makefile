@@ -14,7 +14,7 @@ all: check
 sysdeps:
 	@scripts/sysdeps.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/sixpn/dns/_fastpath.c
 	@$(PYTHON) -m venv --help >/dev/null 2>&1 || scripts/sysdeps.sh python3-venv
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

@@ -14,6 +14,7 @@ packages=(
   iputils-ping  # ping from machines in the tests and the demo
   iperf3        # data-path benchmark
   tcpdump       # the tests' capture of the underlay
+  gcc           # builds the DNS server's C fast path at install time
   "$@"
 )
 

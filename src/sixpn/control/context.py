@@ -5,6 +5,7 @@ Passing the clock and randomness in keeps the use cases deterministic under test
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -26,5 +27,15 @@ class Context:
     rand_bytes: Callable[[int], bytes] = secrets.token_bytes
     rand_below: Callable[[int], int] = secrets.randbelow
 
-    async def run(self, fn: Callable[[tx.Tx], Awaitable[T]], *, what: str) -> T:
-        return await tx.run(self.store, self.clock, fn, what=what)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def run(
+        self, fn: Callable[[tx.Tx], Awaitable[T]], *, what: str, serialize: str | None = None
+    ) -> T:
+        """Run a use case; ``serialize`` names a hot key (an ID counter) whose writers in this
+        process take turns, so that they do not all lose their compare-and-swap to each other
+        (replicas still rely on the compare)."""
+        if serialize is None:
+            return await tx.run(self.store, self.clock, fn, what=what)
+        async with self.locks.setdefault(serialize, asyncio.Lock()):
+            return await tx.run(self.store, self.clock, fn, what=what)

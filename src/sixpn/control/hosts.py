@@ -62,7 +62,7 @@ class Hosts:
             )
             return host, secret
 
-        return await self.ctx.run(fn, what=f"joining host '{name}'")
+        return await self.ctx.run(fn, what=f"joining host '{name}'", serialize=keys.COUNTER_HOST)
 
     async def get(self, name: str) -> Host:
         kv = await self.ctx.store.get(keys.host(name))

@@ -72,7 +72,9 @@ class Orgs:
             tx.put_text(keys.netid(net_id), f"{name}/{DEFAULT_NETWORK}")
             return org
 
-        return await self.ctx.run(fn, what=f"creating organization '{name}'")
+        return await self.ctx.run(
+            fn, what=f"creating organization '{name}'", serialize=keys.COUNTER_NETWORK
+        )
 
     async def get(self, name: str) -> Org:
         kv = await self.ctx.store.get(keys.org(name))
@@ -133,7 +135,9 @@ class Orgs:
             tx.put_text(keys.netid(net_id), f"{org}/{name}")
             return net
 
-        return await self.ctx.run(fn, what=f"creating network '{org}/{name}'")
+        return await self.ctx.run(
+            fn, what=f"creating network '{org}/{name}'", serialize=keys.COUNTER_NETWORK
+        )
 
     async def get_network(self, org: str, name: str) -> Network:
         kv = await self.ctx.store.get(keys.network(org, name))

@@ -97,6 +97,9 @@ async def serve(settings: ServerSettings) -> None:
         log_level="warning",
         lifespan="off",
         access_log=False,
+        # Longer than any client's idle pool timeout: a client must never send on a connection
+        # the server is closing at that moment ("server disconnected without a response").
+        timeout_keep_alive=75,
     )
     server = uvicorn.Server(config)
     # uvicorn waits for open responses on shutdown; change streams never end by themselves.

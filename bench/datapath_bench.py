@@ -87,8 +87,12 @@ TOOLS = ("ip", "nsenter", "taskset", "ss", "wireguard-go", "wg", "nft", "iperf3"
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
-    p.add_argument("--quick", action="store_true", help="smoke run: 1 round, 2 s, 3 creates")
-    p.add_argument("--rounds", type=int, help="anchor/fabric rounds (default 5; quick 1)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 1 round, 2 s runs, 3 creates in a 3-host lab",
+    )
+    p.add_argument("--rounds", type=int, help="anchor/fabric rounds (default 6; quick 1)")
     p.add_argument("--seconds", type=float, help="iperf3 -t per run (default 10; quick 2)")
     p.add_argument("--omit", type=int, help="iperf3 -O, seconds left out (default 1)")
     p.add_argument("--pings", type=int, help="pings per run (default 100; quick 20)")
@@ -99,7 +103,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="iperf3 -b of the fixed-rate run measuring CPU per Gbit (default 150M; 0: none)",
     )
     p.add_argument("--paced-seconds", type=float, help="its -t (default 5; quick 2)")
-    p.add_argument("--pin", choices=("none", "split"), default="none", help="CPU pinning")
+    p.add_argument("--pin", choices=("none", "split"), default="none", help="CPU pinning (none)")
     p.add_argument(
         "--nice", type=int, default=-10, help="nice of every data-path process (default -10)"
     )
@@ -108,9 +112,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="turn br_netfilter off in the fabric lab's underlay namespace (a lab artefact)",
     )
-    p.add_argument("--resync", type=float, default=30.0, help="agents' resync period, s")
+    p.add_argument(
+        "--resync", type=float, default=30.0, help="agents' resync period, s (default 30)"
+    )
     p.add_argument("--creates", type=int, help="propagation samples (default 20; quick 3)")
-    p.add_argument("--prop-hosts", type=int, help="hosts in the propagation lab (default 5)")
+    p.add_argument(
+        "--prop-hosts", type=int, help="hosts in the propagation lab (default 5; quick 3)"
+    )
     p.add_argument("--prop-timeout", type=float, default=5.0, help="per probe, s (default 5)")
     p.add_argument("--out", type=Path, default=OUT_DIR, help="report folder (bench/out)")
     args = p.parse_args(argv)
@@ -150,6 +158,12 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
         # it must not unwind this process's stack, whose finally blocks remove everything.
         os._exit(128 + signum)
     raise SystemExit(128 + signum)  # unwinds through every finally: processes, namespaces, labs
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    if os.getpid() != MAIN_PID:  # Ctrl-C reaches the whole process group: see _terminate
+        os._exit(128 + signum)
+    raise KeyboardInterrupt
 
 
 def _load() -> str:
@@ -259,6 +273,7 @@ def propagation(
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     settings: dict[str, object] = {
         k: getattr(args, k)
         for k in ("rounds", "seconds", "omit", "pings", "ping_interval", "pin", "nice", "resync")

@@ -247,9 +247,9 @@ def _details(run: Run) -> list[str]:
     if run.prop:
         out += [
             "",
+            *_prop_cpu(run.prop_cpu),
             "Propagation samples (ms from the POST's return; per host in lab order):",
             "",
-            *_prop_cpu(run.prop_cpu),
             "| # | new on | POST | data path | DNS per host | stop POST | stop DNS per host |",
             "|---:|---|---:|---:|---|---:|---|",
         ]

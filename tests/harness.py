@@ -94,7 +94,7 @@ class ServerProcess:
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         try:
-            wait_until(self._healthy, 20, f"sixpn server on port {self.port}")
+            wait_until(self._healthy, 60, f"sixpn server on port {self.port}")
         except BaseException:
             self.kill()
             raise

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from datapath_measure import BenchError, Setup, run, spawn, stop, wait_for
+from datapath_measure import BenchError, Setup, run, shielded, spawn, stop, wait_for
 
 from sixpn.lab import netns
 
@@ -97,12 +97,13 @@ def anchor(workdir: Path) -> Iterator[Setup]:
             wg_pids={"client": procs[0].pid, "server": procs[1].pid},
         )
     finally:
-        for proc in procs:
-            stop(proc)
-        for name in reversed(made):
-            netns.remove(name)
-        for side in "ab":
-            with suppress(FileNotFoundError):
-                (SOCKET_DIR / f"{wg[side]}.sock").unlink()
-            with suppress(FileNotFoundError):
-                (workdir / f"anchor-{side}.key").unlink()
+        with shielded():
+            for proc in procs:
+                stop(proc)
+            for name in reversed(made):
+                netns.remove(name)
+            for side in "ab":
+                with suppress(FileNotFoundError):
+                    (SOCKET_DIR / f"{wg[side]}.sock").unlink()
+                with suppress(FileNotFoundError):
+                    (workdir / f"anchor-{side}.key").unlink()

@@ -74,6 +74,7 @@ from datapath_measure import (
     apply_placement,
     iperf,
     ping,
+    shielded,
     snapshot,
     start_iperf_server,
     stop_iperf_server,
@@ -286,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
         preflight(args)
         args.out.mkdir(parents=True, exist_ok=True)
         env = report.environment()
-        with tempfile.TemporaryDirectory(prefix="sixpn-dpbench-") as tmp:
-            workdir = Path(tmp)
+        workdir = Path(tempfile.mkdtemp(prefix="sixpn-dpbench-"))
+        try:
             rounds = throughput(args, workdir)
             prop, prop_cpu = propagation(args, workdir) if args.creates > 0 else ([], None)
+        finally:
+            with shielded():
+                shutil.rmtree(workdir, ignore_errors=True)
     except (BenchError, TimeoutError, RuntimeError) as exc:  # the lab raises the last two
         print(f"datapath_bench: {exc}", file=sys.stderr)
         return 1

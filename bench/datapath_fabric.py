@@ -25,7 +25,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from datapath_measure import BenchError, Setup, prioritize, run, tun_owner, wait_for
+from datapath_measure import (
+    BenchError,
+    Setup,
+    prioritize,
+    run,
+    shielded,
+    tun_owner,
+    wait_for,
+)
 from datapath_probe import Prober
 
 from sixpn.lab import netns
@@ -61,7 +69,8 @@ def lab(root: Path, hosts: int, resync: float) -> Iterator[LabHandle]:
         finally:
             api.close()
     finally:
-        the_lab.down()
+        with shielded():
+            the_lab.down()
 
 
 def _ok(response: Any, what: str) -> Any:
@@ -196,7 +205,8 @@ class Propagation:
 
     def __exit__(self, *exc: object) -> None:
         if self.prober is not None:
-            self.prober.close()
+            with shielded():
+                self.prober.close()
 
     def _dns_all(self, name: str, address: str, want: str, deadline: float) -> dict[str, int]:
         assert self.prober is not None

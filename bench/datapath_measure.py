@@ -17,10 +17,11 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
-from contextlib import suppress
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IPERF_PORT = 5201
@@ -28,6 +29,33 @@ IPERF_PORT = 5201
 
 class BenchError(Exception):
     """The benchmark cannot go on: a missing tool, a tunnel that carries nothing, ..."""
+
+
+@contextmanager
+def shielded() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for the block and acted on when it ends: cleanup that a
+    second Ctrl-C must not cut in half (a lab half torn down leaves its processes behind).
+
+    Python runs signal handlers in the main thread whichever thread the kernel picked, so a
+    per-thread mask would not do: the handlers are swapped for one that only takes note, then
+    restored, and a noted signal is raised again. Main thread only (``signal.signal``)."""
+    noted: list[int] = []
+    me = os.getpid()
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != me:  # a forked helper (pyroute2's): it just ends
+            os._exit(128 + signum)
+        noted.append(signum)
+
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    old = {kind: signal.signal(kind, note) for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in old.items():
+            signal.signal(kind, handler)
+        if noted:
+            signal.raise_signal(noted[0])
 
 
 def run(cmd: Sequence[str], *, check: bool = True, timeout: float = 60) -> str:
@@ -356,9 +384,10 @@ def start_iperf_server(setup: Setup, log: Path) -> None:
 
 
 def stop_iperf_server(setup: Setup) -> None:
-    if setup.iperf_server is not None:
-        stop(setup.iperf_server)
-        setup.iperf_server = None
+    with shielded():
+        if setup.iperf_server is not None:
+            stop(setup.iperf_server)
+            setup.iperf_server = None
 
 
 def tun_owner(ns: str, ifname: str) -> int:

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
+from dnsbench_measure import stop  # SIGTERM, then SIGKILL after a grace period; reaped
+
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 IPERF_PORT = 5201
 
@@ -89,18 +91,6 @@ def spawn(
             start_new_session=True,
             env=dict(env) if env is not None else None,
         )
-
-
-def stop(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
-    """SIGTERM the PID, SIGKILL it after ``grace`` seconds; reaped either way."""
-    if proc.poll() is not None:
-        return
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def prioritize(pid: int, nice: int) -> None:

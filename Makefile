@@ -42,9 +42,10 @@ format: venv
 check: deps lint typecheck
 	$(BIN)/pytest -n $(JOBS) --dist loadfile -q
 
+# The lab demo (SPEC 8; docs/lab.md): brings the default lab up in /var/lib/sixpn-lab, shows
+# what the fabric does, and takes it down (`make demo DEMO_ARGS=--keep` leaves it up).
 demo: deps
-	@echo "sixpn lab demo arrives with the lab (issue 5); until then: make test"
-	@exit 1
+	$(BIN)/sixpn lab demo $(DEMO_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
@@ -56,8 +57,8 @@ bench-dns: venv
 	@scripts/sysdeps.sh unbound dnsperf dnsutils util-linux
 	$(BIN)/python bench/dns_bench.py $(BENCH_ARGS)
 
-# Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between two bare
-# namespaces, and propagation times, same run (root; see bench/README.md).
+# Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between the same two
+# host namespaces, and propagation times, same run (root; see bench/README.md).
 # `make bench-datapath BENCH_ARGS=--quick` for a smoke run.
 .PHONY: bench-datapath
 bench-datapath: venv

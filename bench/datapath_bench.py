@@ -2,11 +2,13 @@
 
 Method
 ------
-1. **Anchor** (``datapath_anchor``): two bare namespaces ``sixpn-bench-<hex>-a`` / ``-b`` joined by
-   a veth pair (IPv4 underlay), one ``wireguard-go -f`` per side configured by hand with ``wg
-   set`` (MTU 1420, as the fabric's), IPv6 addresses on the tunnels. No nftables, no forwarding,
-   no bridge. This is what "plain WireGuard between two namespaces with no fabric around it"
-   means here: the kernel has no WireGuard module (NOTES.md), so both sides use wireguard-go.
+1. **Anchor** (``datapath_anchor``): SPEC 9's "plain WireGuard between the same two namespaces
+   with no fabric around it": one ``wireguard-go -f`` in each of the fabric's two host
+   namespaces, configured by hand with ``wg set`` on port 51821 (MTU 1420, as the fabric's),
+   over the lab's own underlay, with IPv6 ULA addresses on the tunnels; iperf3 runs in the host
+   namespaces themselves: no machine namespace, no forwarding, no 6PN address (``--anchor
+   bare``: two namespaces of its own joined by a veth pair instead). The kernel has no WireGuard
+   module (NOTES.md), so both setups use wireguard-go.
 2. **Fabric** (``datapath_fabric``): a 2-host ``sixpn.lab.fabric.Lab`` (fra, ams), org ``bench``,
    app ``iperf``, one machine per host; the agents wire them (veths, routes, nftables, the
    WireGuard mesh through the lab's underlay bridge). iperf3's client runs in host a's machine,
@@ -26,8 +28,7 @@ Method
    whole machine (busy, irq+softirq, steal), each wireguard-go daemon, the agents, and the
    busiest other processes (other sessions' load shows there). Reported: medians over rounds
    with min-max, and fabric/anchor as the median of the per-round ratios (paired: the two runs
-   of a round are back to back). ``--no-bridge-nf`` turns br_netfilter off in the fabric lab's
-   underlay namespace (a cost of the lab's stand-in for a network, see ``bench/README.md``).
+   of a round are back to back).
 4. **Propagation** (``--prop-hosts``, default 5 as in SPEC 9, a lab of its own, after the
    throughput lab is down; control plane, agents and wireguard-go at ``--nice``): app ``prop``
    with one probe machine per host; then ``--creates`` times (after one untimed warm-up): POST
@@ -81,6 +82,8 @@ from datapath_measure import (
     usage,
 )
 
+from sixpn.model.errors import SixpnError
+
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
 TOOLS = ("ip", "nsenter", "taskset", "ss", "wireguard-go", "wg", "nft", "iperf3", "ping")
@@ -109,9 +112,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--nice", type=int, default=-10, help="nice of every data-path process (default -10)"
     )
     p.add_argument(
-        "--no-bridge-nf",
-        action="store_true",
-        help="turn br_netfilter off in the fabric lab's underlay namespace (a lab artefact)",
+        "--anchor",
+        choices=("hosts", "bare"),
+        default="hosts",
+        help="where the plain tunnel runs: the fabric's two host namespaces over the lab's "
+        "underlay (default, SPEC 9's 'same two namespaces'), or two bare namespaces",
     )
     p.add_argument(
         "--resync", type=float, default=30.0, help="agents' resync period, s (default 30)"
@@ -174,8 +179,8 @@ def _load() -> str:
 def throughput(args: argparse.Namespace, workdir: Path) -> list[report.Round]:
     rounds: list[report.Round] = []
     with (
-        anchor(workdir) as a,
-        throughput_pair(workdir / "lab-tp", args.resync, not args.no_bridge_nf) as f,
+        throughput_pair(workdir / "lab-tp", args.resync) as (f, hosts),
+        anchor(workdir, hosts if args.anchor == "hosts" else None) as a,
     ):
         setups = {"anchor": a, "fabric": f}
         try:
@@ -280,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         for k in ("rounds", "seconds", "omit", "pings", "ping_interval", "pin", "nice", "resync")
     }
     settings |= {"paced_rate": args.paced_rate, "paced_seconds": args.paced_seconds}
-    settings["bridge_nf"] = "off" if args.no_bridge_nf else "on (as the lab builds it)"
+    settings["anchor"] = args.anchor
     settings |= {"creates": args.creates, "prop_hosts": args.prop_hosts}
     settings["load_start"] = _load()
     try:
@@ -294,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             with shielded():
                 shutil.rmtree(workdir, ignore_errors=True)
-    except (BenchError, TimeoutError, RuntimeError) as exc:  # the lab raises the last two
+    except (BenchError, SixpnError) as exc:  # the lab raises LabError (a SixpnError)
         print(f"datapath_bench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -29,7 +29,6 @@ from datapath_measure import (
     BenchError,
     Setup,
     prioritize,
-    run,
     shielded,
     tun_owner,
     wait_for,
@@ -45,6 +44,7 @@ PROP_APP = "prop"
 REGIONS = ("fra", "ams", "fra", "ams", "fra", "ams", "fra", "ams", "fra")
 
 Machine = dict[str, Any]
+HostPair = dict[str, tuple[str, str]]  # "a"/"b" -> (host namespace, its underlay address)
 
 
 @dataclass
@@ -100,27 +100,12 @@ def reachable(h: LabHandle, src: Machine, dst: Machine, timeout: float = 15) -> 
     wait_for(ping, timeout, f"{src['id']} -> {dst['id']} through the fabric", step=0.1)
 
 
-BRIDGE_NF = ("iptables", "ip6tables", "arptables")
-
-
-def set_bridge_nf(h: LabHandle, on: bool) -> None:
-    """br_netfilter in the lab's underlay namespace (``net.bridge.bridge-nf-call-*``, per
-    namespace). This kernel has it built in and on by default, so every encrypted packet
-    crossing the lab's bridge also takes the IPv4 netfilter detour: a cost of the lab's stand-in
-    for a network, not of sixpn. Only this lab's underlay namespace is touched."""
-    assert h.lab.state is not None
-    under = [ns for ns in h.lab.state.namespaces if ns.startswith(f"{netns.PREFIX}u")]
-    value = "1" if on else "0"
-    for ns in under:
-        settings = [f"net.bridge.bridge-nf-call-{t}={value}" for t in BRIDGE_NF]
-        run(["ip", "netns", "exec", ns, "sysctl", "-q", *settings])
-
-
 @contextlib.contextmanager
-def throughput_pair(root: Path, resync: float, bridge_nf: bool = True) -> Iterator[Setup]:
+def throughput_pair(root: Path, resync: float) -> Iterator[tuple[Setup, HostPair]]:
+    """The fabric's setup, and its two hosts ("a": client side, "b": server side) as
+    (namespace, underlay address), where the anchor's tunnel runs (SPEC 9's "same two
+    namespaces")."""
     with lab(root, 2, resync) as h:
-        if not bridge_nf:
-            set_bridge_nf(h, False)
         create_app(h, TP_APP)
         client = create_machine(h, TP_APP, "a")
         server = create_machine(h, TP_APP, "b")
@@ -135,7 +120,7 @@ def throughput_pair(root: Path, resync: float, bridge_nf: bool = True) -> Iterat
             for side, name in (("client", "a"), ("server", "b"))
         }
         agents = [pid for role, pid in h.lab.state.pids.items() if role.startswith("agent-")]
-        yield Setup(
+        setup = Setup(
             name="fabric",
             client_ns=h.lab.machine_ns(client["id"]),
             server_ns=h.lab.machine_ns(server["id"]),
@@ -143,6 +128,7 @@ def throughput_pair(root: Path, resync: float, bridge_nf: bool = True) -> Iterat
             wg_pids=wg,
             other_pids={"agents + control plane": [*agents, h.lab.state.pids["server"]]},
         )
+        yield setup, {side: (hosts[side]["ns"], hosts[side]["address"]) for side in "ab"}
 
 
 @dataclass

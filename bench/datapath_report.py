@@ -196,8 +196,15 @@ def _settings(run: Run) -> list[str]:
             if s["pin"] == "split"
             else " (no process pinned, in both setups)"
         ),
+        "- anchor: "
+        + (
+            "wireguard-go between the fabric's two host namespaces over the lab's underlay "
+            "(port 51821), iperf3 in the host namespaces"
+            if s.get("anchor", "hosts") == "hosts"
+            else "wireguard-go between two bare namespaces joined by a veth pair"
+        ),
         f"- fabric: 2-host lab (fra, ams), agents' resync every {s['resync']:g} s, br_netfilter "
-        f"in the lab's underlay namespace {s['bridge_nf']}; propagation: "
+        "off in the lab's underlay namespace (as the lab builds it); propagation: "
         f"{run.prop_hosts}-host lab, one probe machine per host, {s['creates']} creates "
         f"(+1 untimed warm-up), times from the POST's return",
         f"- load average at start / end: {s.get('load_start', '?')} / {s.get('load_end', '?')}",

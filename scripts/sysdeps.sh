@@ -12,6 +12,7 @@ packages=(
   wireguard-go  # the userspace WireGuard, where the kernel has no module
   nftables      # nft: isolation
   iputils-ping  # ping from machines in the tests and the demo
+  curl          # the demo's HTTP requests between machines
   iperf3        # data-path benchmark
   tcpdump       # the tests' capture of the underlay
   gcc           # builds the DNS server's C fast path at install time

@@ -192,6 +192,32 @@ def test_forged_source_addresses_get_nothing_through(fabric: Fabric) -> None:
             netns.run(ns, ["ip", "-6", "addr", "del", f"{stolen}/128", "dev", "eth0"])
 
 
+def test_a_6pn_source_forged_on_the_underlay_gets_nothing_through(fabric: Fabric) -> None:
+    """Host a sends host c, in clear over the underlay (not through WireGuard), a packet from
+    a same-network machine's address to c1: the pair would pass, only the interface check in c's
+    prerouting stops it."""
+    victim, stolen = fabric.m["c1"], fabric.m["a2"]["address"]
+    c_eth0 = fabric.lab.host_run("c", ["ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout
+    c_link_local = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", c_eth0)
+    assert c_link_local, c_eth0
+    code = (
+        "import socket\ns=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM)\n"
+        "s.setsockopt(socket.IPPROTO_IPV6,78,1)\n"  # IPV6_FREEBIND: a source a lacks
+        f"s.bind(({stolen!r},0))\n"
+        f"for _ in range(5): s.sendto(b'x',({victim['address']!r},9101))"
+    )
+    route = [f"{victim['address']}/128", "via", c_link_local.group(1), "dev", "eth0"]
+    added = fabric.lab.host_run("a", ["ip", "-6", "route", "add", *route])
+    assert added.returncode == 0, added.stderr
+    try:
+        with fabric.listening(victim, "udp", 9101) as log:
+            sent = fabric.lab.host_run("a", [sys.executable, "-c", code])
+            assert sent.returncode == 0, sent.stderr
+            assert stolen not in seen(log, timeout=1.0)
+    finally:
+        fabric.lab.host_run("a", ["ip", "-6", "route", "del", *route])
+
+
 def test_machines_resolve_names_and_reach_only_dns_on_their_host(fabric: Fabric) -> None:
     m = fabric.m
     web = sorted(m[k]["address"] for k in ("a1", "a2", "b1", "c1"))

@@ -21,6 +21,7 @@ from sixpn.cli.apps import apps
 from sixpn.cli.dns import dns
 from sixpn.cli.doctor import doctor
 from sixpn.cli.hosts import hosts
+from sixpn.cli.lab import lab
 from sixpn.cli.machines import machines
 from sixpn.cli.networks import networks
 from sixpn.cli.orgs import orgs
@@ -123,6 +124,7 @@ for _noun in (
     dns,
     agent,
     doctor,
+    lab,
 ):
     cli.add_command(_noun)
 

@@ -23,6 +23,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +31,20 @@ from typing import Any
 import httpx
 
 from sixpn.lab import netns
+from sixpn.model.errors import SixpnError
 
 UNDERLAY_NET = "192.0.2"
 WG_PORT = 51820
 METRICS_PORT = 9109
+BRIDGE_NF = ("iptables", "ip6tables", "arptables")
+
+
+class LabError(SixpnError):
+    """The lab could not do what was asked (a step failed, it is already up, ...)."""
+
+
+class LabTimeout(LabError, TimeoutError):
+    """A wait of the lab's ran out (also a TimeoutError, for callers that wait themselves)."""
 
 
 @dataclass(frozen=True)
@@ -51,6 +62,7 @@ class LabState:
     namespaces: list[str] = field(default_factory=list)
     pids: dict[str, int] = field(default_factory=dict)  # role -> PID
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
+    laptops: dict[str, dict[str, Any]] = field(default_factory=dict)  # peer name -> its laptop
 
 
 class Lab:
@@ -92,11 +104,20 @@ class Lab:
 
     # -- up -------------------------------------------------------------------------------------
 
-    def up(self, hosts: list[HostSpec], *, resync: float = 5.0) -> None:
+    def up(
+        self,
+        hosts: list[HostSpec],
+        *,
+        resync: float = 5.0,
+        progress: Callable[[str], None] | None = None,
+    ) -> None:
+        """Build the underlay, the hosts, the control plane and one agent per host; on any
+        failure or interruption, remove what was made (``down``) and re-raise."""
+        say = progress or (lambda _: None)
         if self.state is not None:
-            raise RuntimeError(f"a lab is already up in {self.root} (sixpn lab down first)")
+            raise LabError(f"a lab is already up in {self.root} (sixpn lab down first)")
         if self.root.exists() and any(self.root.iterdir()):
-            raise RuntimeError(f"{self.root} is not empty: the lab needs a directory of its own")
+            raise LabError(f"{self.root} is not empty: the lab needs a directory of its own")
         self.root.mkdir(parents=True, exist_ok=True)
         lab_id = secrets.token_hex(2)
         self.state = LabState(
@@ -104,27 +125,32 @@ class Lab:
         )
         self._save()
         try:
-            self._underlay(hosts)
+            self._underlay(hosts, say)
             self._control_plane()
+            say(f"control plane: sixpn server on {self.control_url}, store {self.root}/server.db")
             for i, spec in enumerate(hosts, start=1):
                 self._agent(i, spec, resync)
+                log = self.root / f"agent-{spec.name}.log"
+                say(f"host {spec.name}: agent PID {self.state.pids[f'agent-{spec.name}']}, {log}")
+            say(f"waiting for {len(hosts)} agents to join and apply their first state")
             self.wait_hosts_ready()
         except BaseException:
             self.down()
             raise
 
-    def _underlay(self, hosts: list[HostSpec]) -> None:
+    def _underlay(self, hosts: list[HostSpec], say: Callable[[str], None]) -> None:
         assert self.state is not None
-        under = f"{netns.PREFIX}u{self.state.lab_id}"
-        netns.create(under)
-        self.state.namespaces.append(under)
-        self._save()
+        under = self.underlay_ns
+        self.add_namespace(under)
+        # A stand-in for a network: bridged frames skip the host's IP netfilter hooks
+        # (br_netfilter is built into some kernels and on in every new namespace).
+        _sysctl(under, *(f"net.bridge.bridge-nf-call-{t}=0" for t in BRIDGE_NF))
         _ip(under, "link", "add", "br0", "type", "bridge")
         _ip(under, "link", "set", "br0", "up")
+        say(f"underlay: namespace {under}, bridge br0, {UNDERLAY_NET}.0/24")
         for i, spec in enumerate(hosts, start=1):
             ns = f"{netns.PREFIX}h{self.state.lab_id}-{spec.name}"
-            netns.create(ns)
-            self.state.namespaces.append(ns)
+            self.add_namespace(ns)
             address = f"{UNDERLAY_NET}.{10 + i}"
             self.state.hosts[spec.name] = {
                 "ns": ns,
@@ -135,11 +161,34 @@ class Lab:
                 "data_dir": str(self.root / "hosts" / spec.name),
             }
             self._save()
-            outer = f"u{self.state.lab_id}{i}"
-            _ip(under, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
-            _ip(under, "link", "set", outer, "master", "br0", "up")
-            _ip(ns, "addr", "add", f"{address}/24", "dev", "eth0")
-            _ip(ns, "link", "set", "eth0", "up")
+            self.plug_into_underlay(ns, f"u{self.state.lab_id}{i}", address)
+            role = f"{spec.region}{', gateway' if spec.gateway else ''}"
+            say(f"host {spec.name} ({role}): namespace {ns}, underlay {address}")
+
+    @property
+    def underlay_ns(self) -> str:
+        assert self.state is not None
+        return f"{netns.PREFIX}u{self.state.lab_id}"
+
+    def add_namespace(self, ns: str) -> None:
+        """Create a namespace and write it down first, so ``down`` removes it whatever follows."""
+        assert self.state is not None
+        self.state.namespaces.append(ns)
+        self._save()
+        netns.create(ns)
+
+    def plug_into_underlay(self, ns: str, outer: str, address: str) -> None:
+        """Join ``ns`` to the underlay bridge: ``eth0`` with ``address``/24 inside it."""
+        under = self.underlay_ns
+        _ip(under, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        _ip(under, "link", "set", outer, "master", "br0", "up")
+        _ip(ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        _ip(ns, "link", "set", "eth0", "up")
+
+    def cli_env(self) -> dict[str, str]:
+        """The environment under which a ``sixpn`` command talks to this lab as its admin."""
+        assert self.state is not None
+        return os.environ | {"SIXPN_API": self.control_url, "SIXPN_TOKEN": self.state.admin_token}
 
     def _spawn(self, role: str, argv: list[str]) -> None:
         assert self.state is not None
@@ -315,14 +364,24 @@ class Lab:
 def _ip(ns: str, *args: str) -> None:
     result = netns.run(ns, ["ip", *args])
     if result.returncode != 0:
-        raise RuntimeError(f"ip {' '.join(args)} in {ns}: {result.stderr.strip()}")
+        raise LabError(f"ip {' '.join(args)} in {ns}: {result.stderr.strip()}")
+
+
+def _sysctl(ns: str, *settings: str) -> None:
+    """Set sysctls in a namespace; the ones this kernel lacks (no br_netfilter) are skipped."""
+    for setting in settings:
+        key = setting.split("=", 1)[0]
+        if Path("/proc/sys", *key.split(".")).exists():
+            result = netns.run(ns, ["sysctl", "-q", "-w", setting])
+            if result.returncode != 0:
+                raise LabError(f"sysctl {setting} in {ns}: {result.stderr.strip()}")
 
 
 def _wait(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
-            raise TimeoutError(f"lab: timed out after {timeout}s waiting for {what}")
+            raise LabTimeout(f"lab: timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
 
 

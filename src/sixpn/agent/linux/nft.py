@@ -11,7 +11,7 @@ The whole policy, with the mesh interface ``sxw1`` and one network::
             type filter hook prerouting priority raw; policy accept;
             iifname "sxm*" meta nfproto ipv4 drop
             iifname "sxm*" fib saddr . iif oif missing drop
-            iifname != "lo" ip6 saddr fdaa::/16 fib saddr . iif oif missing drop
+            ip6 saddr fdaa::/16 iifname != { "lo", "sxw1" } iifname != "sxm*" drop
         }
         chain input {             # a machine reaches its host for DNS only
             type filter hook input priority filter; policy accept;
@@ -44,9 +44,11 @@ Why this shape:
   address) and is not a pair, but lets the host's other forwarding be (a Docker bridge on the
   same host): a drop in any table is final in nftables, so ``policy drop`` here would break it;
 - reverse-path anti-spoofing: a packet from a machine's veth must have a source routed back to
-  that veth (its /112); a 6PN source arriving on any other interface must be routed to it (the
-  mesh's ``fdaa::/16``), which stops forged 6PN sources from the underlay; WireGuard's
-  cryptokey routing checks peers' sources itself. IPv4 from machines is dropped outright.
+  that veth (its /112); a 6PN source may arrive only from a machine's veth, the mesh or ``lo``,
+  which stops forged 6PN sources from the underlay. The mesh needs no route lookup: WireGuard's
+  cryptokey routing accepts from a peer only the sources in its AllowedIPs (other hosts' /80s,
+  a client peer's /120), so the per-packet cost on the receive path is two interface-name
+  compares, not a FIB lookup (docs/benchmarks.md). IPv4 from machines is dropped outright.
 
 Every change is one ``nft -f`` batch, so atomic. The table is replaced by "create empty, delete,
 define" in one batch (works whether or not it exists); pairs change by ``add element`` /
@@ -96,7 +98,7 @@ def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
         "\t\ttype filter hook prerouting priority raw; policy accept;\n"
         f"\t\tiifname {machines} meta nfproto ipv4 drop\n"
         f"\t\tiifname {machines} fib saddr . iif oif missing drop\n"
-        f'\t\tiifname != "lo" ip6 saddr {SIXPN_PREFIX} fib saddr . iif oif missing drop\n'
+        f'\t\tip6 saddr {SIXPN_PREFIX} iifname != {{ "lo", {wg} }} iifname != {machines} drop\n'
         "\t}\n"
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"

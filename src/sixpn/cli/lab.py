@@ -1,0 +1,253 @@
+"""``sixpn lab``: the whole fabric on one Linux machine (SPEC 8; docs/lab.md).
+
+``up`` checks the topology first (a bad file builds nothing, exit 2), then builds it and prints
+each step; whatever interrupts it (Ctrl-C, SIGTERM, a failing step) takes down what was built
+before the command exits. ``down`` removes everything ``lab.json`` names, also after a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import click
+
+from sixpn.lab import laptop
+from sixpn.lab.fabric import Lab, LabError
+from sixpn.lab.inventory import collect, resolve
+from sixpn.lab.topology import Topology, default, describe, load, populate
+
+DEFAULT_DIR = Path("/var/lib/sixpn-lab")
+NEEDED = ("ip", "nft", "wg", "nsenter", "sysctl")
+
+
+@click.group()
+@click.option(
+    "--dir",
+    "lab_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DIR,
+    show_default=True,
+    envvar="SIXPN_LAB_DIR",
+    help="The lab's own directory (state, store, logs); one lab per directory.",
+)
+@click.pass_context
+def lab(ctx: click.Context, lab_dir: Path) -> None:
+    """A complete fabric on this machine: hosts and machines as network namespaces (root)."""
+    ctx.obj = lab_dir.absolute()
+    if os.environ.get("SIXPN_LOG_LEVEL", "").upper() != "DEBUG":
+        logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
+
+
+def _lab(ctx: click.Context, *, up: bool = True) -> Lab:
+    the_lab = Lab(ctx.obj)
+    if up and the_lab.state is None:
+        raise LabError(f"no lab is up in {ctx.obj} (sixpn lab up)")
+    return the_lab
+
+
+def _preflight() -> None:
+    if os.geteuid() != 0:
+        raise LabError("the lab needs root (network namespaces, WireGuard, nftables)")
+    missing = [tool for tool in NEEDED if shutil.which(tool) is None]
+    if missing:
+        raise LabError(f"missing tools: {', '.join(missing)} (make demo installs them)")
+
+
+@contextmanager
+def _terminate_as_exit() -> Iterator[None]:
+    """SIGTERM unwinds like Ctrl-C, so the cleanup runs; forked helpers just exit (pyroute2
+    forks to create namespaces: such a child must not run the parent's cleanup)."""
+    main = os.getpid()
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if os.getpid() != main:
+            os._exit(128 + signum)
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def bring_up(the_lab: Lab, topology: Topology, say: Any = click.echo) -> list[dict[str, Any]]:
+    """Build ``topology`` in ``the_lab``: hosts, agents, orgs, apps, machines (all wired), and
+    the topology's peers on laptops. On any failure or interruption, everything made is removed
+    before the exception goes on."""
+    say(f"lab {the_lab.root}: {describe(topology)}")
+    the_lab.up(list(topology.hosts), progress=say)
+    try:
+        with the_lab.api() as api:
+            machines = populate(topology, api, progress=say)
+        say(f"waiting for the agents to wire {len(machines)} machines")
+        for m in machines:
+            the_lab.wait_wired(m, timeout=60)
+        for org in topology.orgs:
+            for peer in org.peers:
+                say(f"peer {peer.name} of {org.name}: sixpn wireguard create, then wg-quick up")
+                laptop.bring_up(the_lab, peer.name, org.name, peer.network, peer.region)
+        return machines
+    except BaseException:
+        say("lab up failed or was interrupted: taking down what was built")
+        the_lab.down()
+        raise
+
+
+def summary(the_lab: Lab) -> str:
+    inv = collect(the_lab)
+    hosts = ", ".join(
+        f"{h['name']} ({h['region']}{', gateway' if h['gateway'] else ''})" for h in inv["hosts"]
+    )
+    started = sum(1 for m in inv["machines"] if m["state"] == "started")
+    lines = [
+        f"lab is up: {len(inv['hosts'])} hosts: {hosts}",
+        f"  machines: {len(inv['machines'])} ({started} started); peers: {len(inv['peers'])}",
+        f"  API: {inv['lab']['api']} (SIXPN_API; admin token in {the_lab.state_file})",
+        f"  logs: {the_lab.root}/server.log, {the_lab.root}/agent-<host>.log",
+        "  next: sixpn lab status; sixpn lab exec <app> -- dig +short AAAA <app>.internal",
+    ]
+    return "\n".join(lines)
+
+
+@lab.command()
+@click.option(
+    "--topology",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="TOML topology (docs/lab.md); default: 3 hosts in 2 regions, 2 orgs.",
+)
+@click.pass_context
+def up(ctx: click.Context, topology: Path | None) -> None:
+    """Build a lab: control plane, hosts, agents, and the topology's orgs and machines."""
+    topo = load(topology) if topology is not None else default()  # refused before building
+    _preflight()
+    the_lab = _lab(ctx, up=False)
+    if the_lab.state is not None:
+        raise LabError(f"the lab is already up in {ctx.obj} (sixpn lab status; sixpn lab down)")
+    with _terminate_as_exit():
+        bring_up(the_lab, topo)
+    click.echo(summary(the_lab))
+
+
+@lab.command()
+@click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Hosts, machines (id, org, app, region, host, address, namespace, state) and peers."""
+    inv = collect(_lab(ctx))
+    if as_json:
+        click.echo(json.dumps(inv, indent=2))
+        return
+    click.echo(f"lab {inv['lab']['dir']} (API {inv['lab']['api']})")
+    click.echo("\nhosts")
+    _table(
+        inv["hosts"],
+        ("name", "region", "gateway", "underlay", "namespace", "agent_running", "backend"),
+    )
+    click.echo("\nmachines")
+    cols = ("id", "org", "app", "region", "host", "address", "state", "namespace")
+    _table(inv["machines"], cols)
+    click.echo("\npeers")
+    _table(inv["peers"], ("name", "org", "network", "address", "gateway", "laptop"))
+
+
+def _table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> None:
+    if not rows:
+        click.echo("  (none)")
+        return
+    cells = [[_cell(r.get(c)) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    click.echo("  " + "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True)))
+    for row in cells:
+        click.echo("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return str(value)
+
+
+@lab.command(
+    "exec",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("machine")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@click.pass_context
+def exec_(ctx: click.Context, machine: str, command: tuple[str, ...]) -> None:
+    """Run COMMAND in MACHINE's namespace (its resolv.conf, SIXPN_PRIVATE_IP set).
+
+    MACHINE: a machine ID, [ORG/]APP (its first machine), [ORG/]APP@HOST, or a laptop peer.
+    """
+    from sixpn.lab import netns
+
+    if command and command[0] == "--":  # click keeps it after a positional argument
+        command = command[1:]
+    if not command:
+        raise click.UsageError("no COMMAND to run (sixpn lab exec MACHINE -- COMMAND...)")
+    target = resolve(collect(_lab(ctx)), machine)
+    argv = ["env", f"SIXPN_PRIVATE_IP={target['address']}", *command]
+    sys.stdout.flush()
+    os.execvp("ip", netns.exec_argv(target["namespace"], argv))
+
+
+@lab.command()
+@click.argument("name")
+@click.option("--org", required=True, envvar="SIXPN_ORG", help="The peer's organization.")
+@click.option("--network", default="default", show_default=True, help="The network it joins.")
+@click.option("--region", help="Gateway region (default: the lab's first gateway's).")
+@click.pass_context
+def peer(ctx: click.Context, name: str, org: str, network: str, region: str | None) -> None:
+    """Create WireGuard peer NAME and bring up a laptop namespace with stock wg-quick."""
+    the_lab = _lab(ctx)
+    with _terminate_as_exit():
+        made = laptop.bring_up(the_lab, name, org, network, region)
+    click.echo(made["created"])
+    click.echo(made["wg_quick"])
+    click.echo(
+        f"laptop {name}: namespace {made['ns']}, underlay {made['underlay']}, "
+        f"interface {made['ifname']}, file {made['conf']}"
+    )
+    click.echo(f"  try: sixpn lab exec {name} -- dig +short AAAA <app>.internal")
+
+
+@lab.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Remove everything the lab made (namespaces, links, processes, tables, files)."""
+    the_lab = _lab(ctx, up=False)
+    if the_lab.state is None:
+        click.echo(f"no lab in {ctx.obj}: nothing to take down")
+        return
+    with _terminate_as_exit():
+        the_lab.down()
+    click.echo(f"lab in {ctx.obj} is down: nothing of it is left")
+
+
+@lab.command()
+@click.option("--keep", is_flag=True, help="Leave the lab up at the end.")
+@click.pass_context
+def demo(ctx: click.Context, keep: bool) -> None:
+    """Bring a lab up and show, step by step, what the fabric does."""
+    from sixpn.lab.demo import Demo
+
+    _preflight()
+    if Lab(ctx.obj).state is not None:
+        raise LabError(f"a lab is already up in {ctx.obj}: sixpn lab down first (or --dir)")
+    with _terminate_as_exit():
+        failed = Demo(ctx.obj, keep=keep).run()
+    if failed:
+        raise LabError(f"the demo: {failed} step(s) did not show what they should (above)")

@@ -1,0 +1,143 @@
+"""What a lab holds right now (``sixpn lab status``) and which machine a name means (``exec``).
+
+The truth about orgs, machines and peers is the control plane's (the API); where things run is
+the lab's (``lab.json``: namespaces, PIDs, laptops) and the agents' (``status.json``). Machines
+are listed org by org in creation order, each org's as the API lists them (creation order), so
+"the first machine of an app" is the oldest one still there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import httpx
+
+from sixpn.lab.fabric import Lab, LabError
+
+Record = dict[str, Any]
+
+
+def collect(lab: Lab) -> Record:
+    """Hosts, machines (not destroyed ones) and peers, as plain JSON-ready dicts."""
+    state = lab.state
+    assert state is not None
+    hosts = [_host(lab, name, h) for name, h in state.hosts.items()]
+    machines: list[Record] = []
+    peers: list[Record] = []
+    with lab.api() as api:
+        for org in _get(api, "/v1/orgs"):
+            name = org["name"]
+            listed = _get(api, f"/v1/orgs/{name}/machines")
+            for m in sorted(listed, key=lambda m: (m["created_at"], m["id"])):
+                machines.append(_machine(lab, m))
+            for p in _get(api, f"/v1/orgs/{name}/peers"):
+                peers.append(_peer(lab, p))
+    return {
+        "lab": {
+            "dir": str(lab.root),
+            "id": state.lab_id,
+            "api": lab.control_url,
+            "logs": str(lab.root),
+            "underlay": lab.underlay_ns,
+        },
+        "hosts": hosts,
+        "machines": machines,
+        "peers": peers,
+    }
+
+
+def _get(api: httpx.Client, path: str) -> list[Record]:
+    try:
+        answer = api.get(path, timeout=10)
+    except httpx.HTTPError as exc:
+        raise LabError(f"the lab's control plane does not answer ({exc}); see server.log") from exc
+    if answer.status_code != 200:
+        raise LabError(f"GET {path}: HTTP {answer.status_code}: {answer.text[:300]}")
+    found: list[Record] = answer.json()
+    return found
+
+
+def _host(lab: Lab, name: str, h: Record) -> Record:
+    assert lab.state is not None
+    status = lab.status(name) or {}
+    pid = lab.state.pids.get(f"agent-{name}")
+    return {
+        "name": name,
+        "region": h["region"],
+        "gateway": h["gateway"],
+        "namespace": h["ns"],
+        "underlay": h["address"],
+        "wireguard": h["wg_ifname"],
+        "agent_pid": pid,
+        "agent_running": pid is not None and _alive(pid),
+        "backend": status.get("backend"),
+        "applied_revision": status.get("applied_revision"),
+        "machines_wired": len(status["machines"]) if "machines" in status else None,
+    }
+
+
+def _machine(lab: Lab, m: Record) -> Record:
+    keys = ("id", "org", "app", "network", "region", "host", "address", "state")
+    out = {k: m[k] for k in keys}
+    out["namespace"] = lab.machine_ns(m["id"])
+    out["process_group"] = m.get("process_group")
+    out["metadata"] = m.get("metadata") or {}
+    return out
+
+
+def _peer(lab: Lab, p: Record) -> Record:
+    assert lab.state is not None
+    laptop = lab.state.laptops.get(p["name"])
+    mine = laptop is not None and laptop["org"] == p["org"]
+    return {
+        "name": p["name"],
+        "org": p["org"],
+        "network": p["network"],
+        "address": p["address"],
+        "gateway": p["gateway"],
+        "laptop": laptop["ns"] if mine and laptop else None,
+    }
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def resolve(inventory: Record, ref: str) -> Record:
+    """The machine (or laptop peer) ``ref`` names: a machine ID, ``[ORG/]APP`` (its first
+    machine), ``[ORG/]APP@HOST`` (its first machine on that host), or a laptop peer's name.
+    The answer has ``namespace`` and ``address``; an unknown or ambiguous name is a LabError
+    saying what there is."""
+    machines: list[Record] = inventory["machines"]
+    by_id = [m for m in machines if m["id"] == ref]
+    if by_id:
+        return by_id[0]
+    org, _, rest = ref.rpartition("/")
+    app, _, host = rest.partition("@")
+    found = [
+        m
+        for m in machines
+        if m["app"] == app and (not org or m["org"] == org) and (not host or m["host"] == host)
+    ]
+    orgs = sorted({m["org"] for m in found})
+    if len(orgs) > 1:
+        choices = ", ".join(f"{o}/{rest}" for o in orgs)
+        raise LabError(f"{ref!r} is ambiguous: apps of several orgs match ({choices})")
+    if found:
+        return found[0]
+    laptops = [p for p in inventory["peers"] if p["name"] == ref and p["laptop"]]
+    if laptops:
+        return {**laptops[0], "namespace": laptops[0]["laptop"], "id": ref}
+    apps = sorted({f"{m['org']}/{m['app']}" for m in machines})
+    where = f" on host {host!r}" if host else ""
+    raise LabError(
+        f"no machine {ref!r}{where} in the lab (apps: {', '.join(apps) or 'none'}; machine IDs "
+        "and hosts: sixpn lab status)"
+    )

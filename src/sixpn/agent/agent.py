@@ -142,7 +142,7 @@ class Agent:
 
             def on_load(view: View) -> None:
                 zone.load(view)
-                reconciler.request(view)
+                reconciler.request(view, full=True)
 
             def on_change(view: View, deltas: list[Delta]) -> None:
                 zone.apply(deltas)
@@ -189,7 +189,7 @@ class Agent:
         while True:
             await asyncio.sleep(self.settings.resync_seconds)
             if follower.loaded.is_set():
-                self.reconciler.request(follower.view)
+                self.reconciler.request(follower.view, full=True)
 
     def _applied(self, revision: int, desired: HostState) -> None:
         self._last = (revision, desired)

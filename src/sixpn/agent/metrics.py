@@ -26,6 +26,11 @@ class AgentCollector(Collector):
         yield CounterMetricFamily(
             "sixpn_agent_operations", "Kernel operations applied", value=s.ops_applied
         )
+        yield CounterMetricFamily(
+            "sixpn_agent_reconciles_unchanged",
+            "Changes that left this host's desired state as applied (no kernel read)",
+            value=s.unchanged,
+        )
         yield GaugeMetricFamily(
             "sixpn_agent_reconcile_seconds", "Duration of the last reconcile", value=s.last_duration
         )

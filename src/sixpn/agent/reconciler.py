@@ -3,6 +3,13 @@
 One reconcile at a time; requests that arrive while one runs are coalesced into one more run.
 Kernel work runs in a worker thread so that the DNS server on the same event loop never waits
 for it. Every operation is logged as it is applied; a run whose plan is empty applies nothing.
+
+A change that leaves this host's desired state as it was last applied (a machine created on
+another host, in a network this host already carries) reads nothing from the kernel: most
+changes of a fleet concern few hosts, and reading a host's state costs CPU (namespaces, nft,
+wg) that the DNS server on the same machine needs. Drift is still repaired: the periodic
+resync and every (re)load of the view ask for a full reconcile, and a failed run forgets what
+was applied, so the next request reads the kernel whatever the desired state.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ class ReconcileStats:
     last_duration: float = 0.0
     applied_revision: int = 0
     last_error: str = ""
+    unchanged: int = 0  # requests whose desired state was already applied: no kernel read
 
 
 class Reconciler:
@@ -53,6 +61,8 @@ class Reconciler:
         self._wanted = asyncio.Event()
         self.busy = False  # a reconcile is running (set by the worker thread itself)
         self._view: View | None = None
+        self._full = True  # the next run reads the kernel whatever the desired state
+        self._applied: HostState | None = None  # the desired state last applied in full
 
     def desired(self, view: View) -> HostState:
         name = self.me(view)
@@ -72,9 +82,11 @@ class Reconciler:
             netns_of=netns_of,
         )
 
-    def request(self, view: View) -> None:
-        """Ask for a reconcile against ``view`` (coalesced with any pending request)."""
+    def request(self, view: View, *, full: bool = False) -> None:
+        """Ask for a reconcile against ``view`` (coalesced with any pending request). ``full``:
+        read the kernel and repair drift even if the desired state is the one last applied."""
         self._view = view
+        self._full = self._full or full
         self._wanted.set()
 
     async def run(self) -> None:
@@ -86,13 +98,19 @@ class Reconciler:
             assert view is not None
             revision = view.revision
             desired = self.desired(view)
-            try:
-                await asyncio.to_thread(self.reconcile_once, desired)
-            except Exception as exc:  # logged, counted, retried at the next request or resync
-                self.stats.failures += 1
-                self.stats.last_error = str(exc)
-                log.error("reconcile at revision %d failed: %s", revision, exc)
-                continue
+            if not self._full and desired == self._applied:
+                self.stats.unchanged += 1
+            else:
+                self._full = False
+                try:
+                    await asyncio.to_thread(self.reconcile_once, desired)
+                except Exception as exc:  # logged, counted, retried at the next request/resync
+                    self._applied = None
+                    self.stats.failures += 1
+                    self.stats.last_error = str(exc)
+                    log.error("reconcile at revision %d failed: %s", revision, exc)
+                    continue
+                self._applied = desired
             self.stats.applied_revision = revision
             if self.on_applied is not None:
                 self.on_applied(revision, desired)

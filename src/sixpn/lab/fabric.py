@@ -287,7 +287,7 @@ class Lab:
         )
 
     def sixpn_on(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """`sixpn ARGS` on host ``name`` (``--data-dir`` of its agent appended where useful)."""
+        """`sixpn ARGS` on host ``name``, in its network namespace like its agent."""
         return self.host_run(name, [sys.executable, "-m", "sixpn", *args])
 
     # -- machines -------------------------------------------------------------------------------

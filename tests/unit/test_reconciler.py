@@ -1,0 +1,100 @@
+"""The reconciler reads the kernel only when it has something to do, and never misses drift:
+a change that leaves this host's desired state as applied reads nothing; a full request (the
+resync, a reload of the view) always reads; a failed run makes the next one read."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from sixpn.agent.ports import FakeHost
+from sixpn.agent.reconciler import Reconciler
+from sixpn.core.hoststate import HostState
+from sixpn.core.plan import Op
+from sixpn.model.entities import Host
+from sixpn.view import View
+from tests.unit.test_plan import host, machine
+
+
+class CountingHost(FakeHost):
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.fail_next = False
+
+    def read(self) -> HostState:
+        self.reads += 1
+        return super().read()
+
+    def apply(self, op: Op) -> None:
+        if self.fail_next:
+            self.fail_next = False
+            raise OSError("the kernel said no")
+        super().apply(op)
+
+
+H1, H2 = host("h1", 1), host("h2", 2)
+
+
+def view(revision: int, *machines_on: tuple[str, Host]) -> View:
+    ms = {mid: machine(mid, h, 0x10) for mid, h in machines_on}
+    return View(revision=revision, hosts={"h1": H1, "h2": H2}, machines=ms)
+
+
+@contextlib.asynccontextmanager
+async def running(r: Reconciler) -> AsyncIterator[None]:
+    task = asyncio.create_task(r.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def settle(r: Reconciler, revision: int) -> None:
+    async with asyncio.timeout(5):
+        while r.stats.applied_revision < revision or r.busy:
+            await asyncio.sleep(0.01)
+
+
+async def test_only_changes_to_this_host_read_the_kernel() -> None:
+    h = CountingHost()
+    r = Reconciler(h, lambda v: "h1", listen_port=51820)
+    async with running(r):
+        a, b = ("aaaa0000000001", H1), ("bbbb0000000002", H2)
+        r.request(view(1, a, b), full=True)
+        await settle(r, 1)
+        assert (h.reads, len(h.state.machines)) == (1, 1)
+
+        # another machine on h2, in a network h2 already has: h1 has nothing to do, reads nothing
+        r.request(view(2, a, b, ("dddd0000000004", H2)))
+        await settle(r, 2)
+        assert (h.reads, r.stats.unchanged) == (1, 1)
+
+        # a machine on h1: read, plan, apply
+        r.request(view(3, a, b, ("cccc0000000003", H1)))
+        await settle(r, 3)
+        assert (h.reads, len(h.state.machines)) == (2, 2)
+
+        # drift (the machines unwired behind the agent's back) is repaired by a full request
+        h.state = HostState(wg_ifname=h.state.wg_ifname, pairs=h.state.pairs)
+        r.request(view(4, a, b, ("cccc0000000003", H1)), full=True)
+        await settle(r, 4)
+        assert (h.reads, len(h.state.machines)) == (3, 2)
+
+
+async def test_a_failed_run_makes_the_next_one_read() -> None:
+    h = CountingHost()
+    r = Reconciler(h, lambda v: "h1", listen_port=51820)
+    async with running(r):
+        h.fail_next = True
+        r.request(view(1, ("aaaa0000000001", H1)), full=True)
+        async with asyncio.timeout(5):
+            while r.stats.failures == 0:
+                await asyncio.sleep(0.01)
+        r.request(view(2, ("aaaa0000000001", H1)))  # same desired state, not full
+        await settle(r, 2)
+        assert h.reads == 2
+        assert len(h.state.machines) == 1

@@ -322,7 +322,9 @@ def test_fuzzing_leaves_the_server_answering(fabric: Fabric) -> None:
     finally:
         sock.close()
     assert fabric.dns.alive()
-    assert aaaa(fabric, "ams.web.internal") == [addr(fabric, "web-ams")]
+    # the server may still be working through the flood's backlog on a loaded machine: a
+    # client's retries, as any resolver makes them, then get the right answer
+    assert aaaa(fabric, "ams.web.internal", "alpha", "+tries=3") == [addr(fabric, "web-ams")]
 
 
 def test_keeps_answering_without_the_control_plane_and_catches_up(fabric: Fabric) -> None:

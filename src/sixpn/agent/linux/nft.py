@@ -9,9 +9,11 @@ The whole policy, with the mesh interface ``sxw1`` and one network::
         }
         chain prerouting {        # anti-spoofing, before conntrack sees anything
             type filter hook prerouting priority raw; policy accept;
+            iifname "sxw1" accept
             iifname "sxm*" meta nfproto ipv4 drop
             iifname "sxm*" fib saddr . iif oif missing drop
-            ip6 saddr fdaa::/16 iifname != { "lo", "sxw1" } iifname != "sxm*" drop
+            iifname "sxm*" accept
+            ip6 saddr fdaa::/16 iifname != "lo" drop
         }
         chain input {             # a machine reaches its host for DNS only
             type filter hook input priority filter; policy accept;
@@ -47,8 +49,8 @@ Why this shape:
   that veth (its /112); a 6PN source may arrive only from a machine's veth, the mesh or ``lo``,
   which stops forged 6PN sources from the underlay. The mesh needs no route lookup: WireGuard's
   cryptokey routing accepts from a peer only the sources in its AllowedIPs (other hosts' /80s,
-  a client peer's /120), so the per-packet cost on the receive path is two interface-name
-  compares, not a FIB lookup (docs/benchmarks.md). IPv4 from machines is dropped outright.
+  a client peer's /120), so a packet from the mesh costs one interface-name compare here, its
+  first rule, not a FIB lookup (docs/benchmarks.md). IPv4 from machines is dropped outright.
 
 Every change is one ``nft -f`` batch, so atomic. The table is replaced by "create empty, delete,
 define" in one batch (works whether or not it exists); pairs change by ``add element`` /
@@ -96,9 +98,11 @@ def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
         "\t}\n"
         "\tchain prerouting {\n"
         "\t\ttype filter hook prerouting priority raw; policy accept;\n"
+        f"\t\tiifname {wg} accept\n"
         f"\t\tiifname {machines} meta nfproto ipv4 drop\n"
         f"\t\tiifname {machines} fib saddr . iif oif missing drop\n"
-        f'\t\tip6 saddr {SIXPN_PREFIX} iifname != {{ "lo", {wg} }} iifname != {machines} drop\n'
+        f"\t\tiifname {machines} accept\n"
+        f'\t\tip6 saddr {SIXPN_PREFIX} iifname != "lo" drop\n'
         "\t}\n"
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"

@@ -45,7 +45,14 @@ from sixpn.core.hoststate import (
     machine_netns,
     wg_ifname,
 )
-from sixpn.core.plan import Op, ReplaceNftTable, WireMachine, plan
+from sixpn.core.plan import (
+    AddRoute,
+    Op,
+    ReplaceNftTable,
+    UnwireMachine,
+    WireMachine,
+    plan,
+)
 from sixpn.lab import netns
 
 pytestmark = pytest.mark.netns
@@ -398,6 +405,18 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert after == desired
     assert again == []
     assert ping(lab, m2.netns, m1.address)
+
+    # A partial wiring of a machine no longer wanted is unwired, not left behind.
+    sh("ip", "-n", m2.netns, "-6", "route", "del", "default")
+    without_m2 = desired_for(None, [m1, m3], nets)
+    ((ops, after, again),) = inside(h, call(converge, host, without_m2))
+    assert UnwireMachine(m2) in ops
+    assert after == without_m2
+    assert again == []
+    assert m2.host_ifname not in links_in(h)
+    ((ops, after, again),) = inside(h, call(converge, host, desired))  # and back
+    assert ops == [WireMachine(m2), AddRoute(Route(m2.prefix, m2.host_ifname))]
+    assert after == desired
 
     # Teardown leaves nothing the agent owns.
     for s in lab.sockets:

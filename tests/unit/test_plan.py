@@ -112,6 +112,8 @@ def actual_states(draw: st.DrawFn) -> HostState:
         routes=draw(st.frozensets(st.sampled_from(sorted(base.routes, key=str)))) | extra_routes,
         pairs=base.pairs,
         nft_rules_ok=draw(st.booleans()),
+        # wired in part: some of the desired machines, and machines no longer wanted
+        partial_machines=draw(st.frozensets(links(), max_size=3)) - base.machines,
     )
 
 
@@ -138,6 +140,7 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
             routes=frozenset(r for r in actual.routes if r.ifname != "sxw1"),
             pairs=actual.pairs,
             nft_rules_ok=actual.nft_rules_ok,
+            partial_machines=actual.partial_machines,
         )
     ops = plan(actual, desired)
     assert forget_learned_endpoints(apply(actual, ops), desired) == desired

@@ -82,3 +82,6 @@ class HostState:
     routes: frozenset[Route] = frozenset()
     pairs: frozenset[IPv6Network] = frozenset()  # network /48s forwarded within themselves
     nft_rules_ok: bool = True  # the table's fixed rules are as rendered (actual side)
+    # machines wired in part (an interrupted wiring, a deleted piece): actual side only, never
+    # desired; the plan completes the ones still desired as they are and unwires the others
+    partial_machines: frozenset[MachineLink] = frozenset()

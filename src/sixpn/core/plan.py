@@ -126,9 +126,9 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     gone_ifs: set[str | None] = set()
     if wg_changed and actual.wg_ifname != desired.wg_ifname:
         gone_ifs.add(actual.wg_ifname)
-    stale_machines = actual.machines - desired.machines
+    stale_machines = (actual.machines | actual.partial_machines) - desired.machines
     desired_ids = {m.machine_id for m in desired.machines}
-    for link in sorted(stale_machines, key=lambda m: m.machine_id):
+    for link in sorted(stale_machines, key=_link_key):
         if link.machine_id in desired_ids:
             ops.append(UnwireMachine(link))  # rewired below with its new shape
             gone_ifs.add(link.host_ifname)
@@ -152,7 +152,7 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
         ops.append(RemoveAddress(address))
     for route in sorted(routes - desired.routes, key=_route_key):
         ops.append(RemoveRoute(route))
-    for link in sorted(stale_machines, key=lambda m: m.machine_id):
+    for link in sorted(stale_machines, key=_link_key):
         if link.machine_id not in desired_ids:
             ops.append(UnwireMachine(link))
     if actual.nft_rules_ok and actual.pairs - desired.pairs:
@@ -160,6 +160,10 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     if desired.wg_ifname is None and actual.wg_ifname is not None:
         ops.append(RemoveWg(actual.wg_ifname))
     return ops
+
+
+def _link_key(link: MachineLink) -> tuple[str, str, str]:
+    return (link.machine_id, str(link.address), link.netns)
 
 
 def _same_peer(have: WgPeer | None, want: WgPeer) -> bool:
@@ -203,10 +207,19 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                 s = dataclasses.replace(s, service_addresses=s.service_addresses - {a})
             case WireMachine(link=link):
                 same_id = frozenset(m for m in s.machines if m.machine_id == link.machine_id)
-                s = dataclasses.replace(s, machines=(s.machines - same_id) | {link})
+                s = dataclasses.replace(
+                    s,
+                    machines=(s.machines - same_id) | {link},
+                    partial_machines=s.partial_machines - {link},  # completed
+                )
             case UnwireMachine(link=link):
                 routes = frozenset(r for r in s.routes if r.ifname != link.host_ifname)
-                s = dataclasses.replace(s, machines=s.machines - {link}, routes=routes)
+                s = dataclasses.replace(
+                    s,
+                    machines=s.machines - {link},
+                    partial_machines=s.partial_machines - {link},
+                    routes=routes,
+                )
             case AddRoute(route=r):
                 s = dataclasses.replace(s, routes=s.routes | {r})
             case RemoveRoute(route=r):

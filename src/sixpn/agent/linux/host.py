@@ -67,15 +67,17 @@ class LinuxHost:
         ifname = self._present_wg()
         listen_port, peers = (wg.read(ifname) if ifname else None) or (0, frozenset())
         pairs, rules_ok = nft.read(self.wg_ifname)
+        machines = links.read_machines()
         return HostState(
             wg_ifname=ifname,
             listen_port=listen_port,
             wg_peers=peers,
             service_addresses=links.read_service_addresses(),
-            machines=links.read_machines(),
+            machines=machines,
             routes=links.read_routes(),
             pairs=pairs,
             nft_rules_ok=rules_ok and links.forwarding_enabled(),
+            partial_machines=frozenset(links.machine_aliases()) - machines,
         )
 
     def _present_wg(self) -> str | None:

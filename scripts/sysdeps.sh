@@ -19,17 +19,65 @@ packages=(
   "$@"
 )
 
+# wireguard-go from 0.0.20230223 on hands the kernel's TUN offloads (TSO/GRO) whole TCP segments
+# and batches its UDP I/O; Debian 12's 0.0.20220316 moves one packet per system call, at a fifth
+# of the throughput here (docs/benchmarks.md). On Debian 12 the newer one is Debian 13's package
+# (it needs only libc6 >= 2.34), fetched through this machine's own Debian mirror.
+WG_GO_MIN=0.0.20230223
+
+export DEBIAN_FRONTEND=noninteractive
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+wireguard_go_is_old() {
+  local have
+  have=$(dpkg-query -W -f='${Version}' wireguard-go 2>/dev/null) || return 1
+  dpkg --compare-versions "$have" lt "$WG_GO_MIN"
+}
+
+# Debian 13's wireguard-go on Debian 12, with a private apt configuration: the system's sources,
+# lists and caches are left as they were.
+newer_wireguard_go() {
+  local codename mirror tmp
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  if [ "$codename" != bookworm ]; then
+    echo "sysdeps: wireguard-go is older than $WG_GO_MIN (slow); install a newer one by hand" >&2
+    return 0
+  fi
+  mirror=$(apt-get indextargets --format '$(RELEASE) $(REPO_URI)' 'Identifier: Packages' |
+    awk -v r="$codename" '$1 == r { print $2; exit }')
+  [ -n "$mirror" ] || { echo "sysdeps: no Debian mirror for $codename in apt's sources" >&2; return 1; }
+  tmp=$(mktemp -d)
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
+  echo "deb $mirror trixie main" >"$tmp/sources.list"
+  local opts=(-o Dir::Etc::SourceList="$tmp/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::State::Lists="$tmp/lists" -o Dir::Cache="$tmp/cache" -o APT::Sandbox::User=root)
+  echo "sysdeps: wireguard-go from Debian 13 (TUN offloads; Debian 12's is $(dpkg-query -W -f='${Version}' wireguard-go))"
+  if apt-get "${opts[@]}" update -qq && (cd "$tmp" && apt-get "${opts[@]}" download -qq wireguard-go); then
+    apt-get install -y -qq --no-install-recommends "$tmp"/wireguard-go_*.deb >/dev/null
+  else
+    echo "sysdeps: could not fetch Debian 13's wireguard-go; keeping the slower one" >&2
+  fi
+  rm -rf "$tmp"
+}
+
 missing=()
 for pkg in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  installed "$pkg" || missing+=("$pkg")
 done
-[ ${#missing[@]} -eq 0 ] && exit 0
+wanted=("${missing[@]}")
+installed wireguard-go && wireguard_go_is_old && wanted+=("wireguard-go>=$WG_GO_MIN")
+[ ${#wanted[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "sysdeps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+  echo "sysdeps: missing Debian packages: ${wanted[*]} (run as root, or install them)" >&2
   exit 1
 fi
-echo "sysdeps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "sysdeps: installing ${missing[*]}"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if installed wireguard-go && wireguard_go_is_old; then
+  newer_wireguard_go
+fi

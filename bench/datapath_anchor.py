@@ -1,23 +1,25 @@
 """The anchor: plain wireguard-go between two namespaces, configured by hand.
 
 SPEC 9 compares the fabric with "plain WireGuard between the same two namespaces with no fabric
-around it". By default (``--anchor hosts``) the anchor's tunnel therefore runs between the
-fabric's two host namespaces, over the lab's own underlay (each host's ``eth0`` and the
-bridge), on port 51821 beside the agents' 51820: the same namespaces, the same wire, the same
-wireguard-go, and none of the fabric (no machine namespace, no forwarding, no 6PN address, so
-none of the ``inet sixpn`` rules match). ``--anchor bare`` builds two namespaces of its own
-instead (the first version of this benchmark):
+around it". The anchor makes two namespaces of its own, ``sixpn-bench-<h>-a`` and ``-b``, one
+``wireguard-go -f`` in each, configured with ``wg set``, and runs iperf3 in them directly. By
+default (``--anchor underlay``) the two namespaces are plugged into the fabric's own underlay
+bridge (``eth0`` with ``192.0.2.201`` and ``.202``, beside the lab's hosts): the same wire, the
+same wireguard-go, and nothing of the fabric (no nftables table, no forwarding, no veth hop, no
+6PN address). ``--anchor bare`` joins them by a veth pair of their own instead:
 
     sixpn-bench-<h>-a                                sixpn-bench-<h>-b
-      sxbu<h>a 198.51.100.1/24  <-- veth pair -->      sxbu<h>b 198.51.100.2/24
+      eth0 (underlay .201, or 198.51.100.1) <-- the lab's bridge, or a veth pair --> .202 / .2
       sxbw<h>a (wireguard-go)   <-- UDP 51820 -->      sxbw<h>b (wireguard-go)
         fd00:5b:<h4>::1/64, MTU 1420                     fd00:5b:<h4>::2/64, MTU 1420
 
-Bare: no nftables, no forwarding, no bridge: the tunnel and nothing around it. The interface names
-carry the run's hex (wireguard-go's control sockets, ``/var/run/wireguard/<ifname>.sock``, are
-shared by every namespace). The daemons run in the foreground (``wireguard-go -f``) as this
-process's children, so they are stopped by their PIDs; the namespaces, the key files and any
-socket left behind are removed on the way out, also on failure or Ctrl-C.
+A first version ran the anchor's tunnel in the fabric's two host namespaces: there every packet
+of the anchor also crossed the fabric's ``inet sixpn`` hooks, which made the anchor pay part of
+the fabric's cost. The interface names carry the run's hex (wireguard-go's control sockets,
+``/var/run/wireguard/<ifname>.sock``, are shared by every namespace). The daemons run in the
+foreground (``wireguard-go -f``) as this process's children, so they are stopped by their PIDs;
+the namespaces, the key files and any socket left behind are removed on the way out, also on
+failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -25,17 +27,18 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from datapath_measure import BenchError, Setup, run, shielded, spawn, stop, wait_for
+from datapath_measure import BenchError, Setup, run, shielded, spawn, wait_for
+from dnsbench_measure import stop
 
 from sixpn.lab import netns
 
-UNDERLAY = "198.51.100"  # TEST-NET-2, only ever inside the two namespaces
+UNDERLAY = "198.51.100"  # TEST-NET-2, only ever inside the two bare namespaces
+LAB_UNDERLAY = "192.0.2"  # the lab's underlay (hosts .11 and up, laptops .101 and up)
 WG_PORT = 51820
-HOSTS_PORT = 51821  # beside the agents' mesh on 51820, in the hosts' namespaces
 WG_MTU = 1420  # as the fabric's tunnels (and wireguard-go's default)
 SOCKET_DIR = Path("/var/run/wireguard")
 
@@ -44,28 +47,30 @@ def _link_exists(ns: str, ifname: str) -> bool:
     return bool(run(["ip", "-n", ns, "-o", "link", "show", "dev", ifname], check=False).strip())
 
 
+Plug = Callable[[str, str, str], None]  # (namespace, outer veth name, IPv4 address)
+
+
 @contextmanager
-def anchor(workdir: Path, hosts: dict[str, tuple[str, str]] | None = None) -> Iterator[Setup]:
-    """The tunnel between ``hosts`` (side "a"/"b" -> (namespace, its underlay IPv4 address)),
-    or, without them, between two bare namespaces made here."""
+def anchor(workdir: Path, plug: Plug | None = None) -> Iterator[Setup]:
+    """The tunnel between two namespaces made here: plugged into an underlay with ``plug``
+    (``Lab.plug_into_underlay``), or, without it, joined by a veth pair of their own."""
     h = secrets.token_hex(3)
     wg = {side: f"sxbw{h}{side}" for side in "ab"}
     inner = {"a": f"fd00:5b:{h[:4]}::1", "b": f"fd00:5b:{h[:4]}::2"}
+    ns = {side: f"{netns.PREFIX}bench-{h}-{side}" for side in "ab"}
     procs: list[subprocess.Popen[bytes]] = []
     made: list[str] = []
     try:
-        if hosts is None:
-            ns = {side: f"{netns.PREFIX}bench-{h}-{side}" for side in "ab"}
+        for side in "ab":
+            netns.create(ns[side])
+            made.append(ns[side])
+        if plug is None:
             under = {"a": f"{UNDERLAY}.1", "b": f"{UNDERLAY}.2"}
-            port = WG_PORT
-            for side in "ab":
-                netns.create(ns[side])
-                made.append(ns[side])
             _veth_pair(ns, {side: f"sxbu{h}{side}" for side in "ab"}, under)
         else:
-            ns = {side: hosts[side][0] for side in "ab"}
-            under = {side: hosts[side][1] for side in "ab"}
-            port = HOSTS_PORT
+            under = {"a": f"{LAB_UNDERLAY}.201", "b": f"{LAB_UNDERLAY}.202"}
+            for side in "ab":
+                plug(ns[side], f"sxbu{h}{side}", under[side])
         env = {k: v for k, v in os.environ.items() if k != "LOG_LEVEL"} | {"LOG_LEVEL": "error"}
         keys: dict[str, tuple[Path, str]] = {}
         for side in "ab":
@@ -90,10 +95,10 @@ def anchor(workdir: Path, hosts: dict[str, tuple[str, str]] | None = None) -> It
             )
         for side, other in (("a", "b"), ("b", "a")):
             x = ["ip", "netns", "exec", ns[side]]
-            wg_set = [*x, "wg", "set", wg[side], "listen-port", str(port)]
+            wg_set = [*x, "wg", "set", wg[side], "listen-port", str(WG_PORT)]
             wg_set += ["private-key", str(keys[side][0]), "peer", keys[other][1]]
             wg_set += ["allowed-ips", f"{inner[other]}/128"]
-            run([*wg_set, "endpoint", f"{under[other]}:{port}"])
+            run([*wg_set, "endpoint", f"{under[other]}:{WG_PORT}"])
             address = [f"{inner[side]}/64", "dev", wg[side], "nodad"]
             run(["ip", "-n", ns[side], "-6", "addr", "add", *address])
             run(["ip", "-n", ns[side], "link", "set", wg[side], "mtu", str(WG_MTU), "up"])
@@ -111,9 +116,6 @@ def anchor(workdir: Path, hosts: dict[str, tuple[str, str]] | None = None) -> It
         with shielded():
             for proc in procs:
                 stop(proc)
-            if hosts is not None:  # the lab's namespaces stay; the tunnel goes with its daemon
-                for side in "ab":
-                    run(["ip", "-n", ns[side], "link", "del", wg[side]], check=False)
             for name in reversed(made):
                 netns.remove(name)
             for side in "ab":

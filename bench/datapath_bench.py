@@ -3,12 +3,12 @@
 Method
 ------
 1. **Anchor** (``datapath_anchor``): SPEC 9's "plain WireGuard between the same two namespaces
-   with no fabric around it": one ``wireguard-go -f`` in each of the fabric's two host
-   namespaces, configured by hand with ``wg set`` on port 51821 (MTU 1420, as the fabric's),
-   over the lab's own underlay, with IPv6 ULA addresses on the tunnels; iperf3 runs in the host
-   namespaces themselves: no machine namespace, no forwarding, no 6PN address (``--anchor
-   bare``: two namespaces of its own joined by a veth pair instead). The kernel has no WireGuard
-   module (NOTES.md), so both setups use wireguard-go.
+   with no fabric around it": two namespaces of the anchor's own, plugged into the lab's
+   underlay bridge (the fabric's wire), one ``wireguard-go -f`` in each configured by hand with
+   ``wg set`` (MTU 1420, as the fabric's), IPv6 ULA addresses on the tunnels, iperf3 in the two
+   namespaces: no nftables, no forwarding, no 6PN address (``--anchor bare``: a veth pair of
+   their own instead of the lab's bridge). The kernel has no WireGuard module (NOTES.md), so
+   both setups use the same wireguard-go.
 2. **Fabric** (``datapath_fabric``): a 2-host ``sixpn.lab.fabric.Lab`` (fra, ams), org ``bench``,
    app ``iperf``, one machine per host; the agents wire them (veths, routes, nftables, the
    WireGuard mesh through the lab's underlay bridge). iperf3's client runs in host a's machine,
@@ -113,10 +113,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--anchor",
-        choices=("hosts", "bare"),
-        default="hosts",
-        help="where the plain tunnel runs: the fabric's two host namespaces over the lab's "
-        "underlay (default, SPEC 9's 'same two namespaces'), or two bare namespaces",
+        choices=("underlay", "bare"),
+        default="underlay",
+        help="where the plain tunnel's two namespaces are joined: the lab's underlay bridge "
+        "(default: the fabric's wire) or a veth pair of their own",
     )
     p.add_argument(
         "--resync", type=float, default=30.0, help="agents' resync period, s (default 30)"
@@ -179,8 +179,8 @@ def _load() -> str:
 def throughput(args: argparse.Namespace, workdir: Path) -> list[report.Round]:
     rounds: list[report.Round] = []
     with (
-        throughput_pair(workdir / "lab-tp", args.resync) as (f, hosts),
-        anchor(workdir, hosts if args.anchor == "hosts" else None) as a,
+        throughput_pair(workdir / "lab-tp", args.resync) as (f, the_lab),
+        anchor(workdir, the_lab.plug_into_underlay if args.anchor == "underlay" else None) as a,
     ):
         setups = {"anchor": a, "fabric": f}
         try:

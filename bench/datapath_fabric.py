@@ -44,7 +44,6 @@ PROP_APP = "prop"
 REGIONS = ("fra", "ams", "fra", "ams", "fra", "ams", "fra", "ams", "fra")
 
 Machine = dict[str, Any]
-HostPair = dict[str, tuple[str, str]]  # "a"/"b" -> (host namespace, its underlay address)
 
 
 @dataclass
@@ -101,10 +100,8 @@ def reachable(h: LabHandle, src: Machine, dst: Machine, timeout: float = 15) -> 
 
 
 @contextlib.contextmanager
-def throughput_pair(root: Path, resync: float) -> Iterator[tuple[Setup, HostPair]]:
-    """The fabric's setup, and its two hosts ("a": client side, "b": server side) as
-    (namespace, underlay address), where the anchor's tunnel runs (SPEC 9's "same two
-    namespaces")."""
+def throughput_pair(root: Path, resync: float) -> Iterator[tuple[Setup, Lab]]:
+    """The fabric's setup, and its lab (whose underlay the anchor joins)."""
     with lab(root, 2, resync) as h:
         create_app(h, TP_APP)
         client = create_machine(h, TP_APP, "a")
@@ -128,7 +125,7 @@ def throughput_pair(root: Path, resync: float) -> Iterator[tuple[Setup, HostPair
             wg_pids=wg,
             other_pids={"agents + control plane": [*agents, h.lab.state.pids["server"]]},
         )
-        yield setup, {side: (hosts[side]["ns"], hosts[side]["address"]) for side in "ab"}
+        yield setup, h.lab
 
 
 @dataclass

@@ -198,9 +198,9 @@ def _settings(run: Run) -> list[str]:
         ),
         "- anchor: "
         + (
-            "wireguard-go between the fabric's two host namespaces over the lab's underlay "
-            "(port 51821), iperf3 in the host namespaces"
-            if s.get("anchor", "hosts") == "hosts"
+            "wireguard-go between two namespaces of its own on the lab's underlay bridge, "
+            "iperf3 in them (no nftables, no forwarding)"
+            if s.get("anchor") == "underlay"
             else "wireguard-go between two bare namespaces joined by a veth pair"
         ),
         f"- fabric: 2-host lab (fra, ams), agents' resync every {s['resync']:g} s, br_netfilter "

@@ -71,15 +71,20 @@ async def test_agent_wires_the_fleet_and_a_restart_applies_nothing(
         assert me["public_key"] == agent.data.public_key()  # only the public key left
         mine = api.post("/v1/orgs/acme/machines", json={"app": "web", "host": "h1"}).json()
         theirs = api.post("/v1/orgs/acme/machines", json={"app": "web", "host": "h2"}).json()
+        their_80 = addressing.host_prefix(mine["net_id"], theirs["host_id"])
+
+        def h2_routes_their_80() -> bool:
+            h2 = [p for p in host.state.wg_peers if p.public_key == other["public_key"]]
+            return bool(h2) and their_80 in h2[0].allowed_ips
+
+        # the two creates may reach the agent in one reconcile or in two: wait for both
         await until(
             lambda: {m.machine_id for m in host.state.machines} == {mine["id"]}, "machine wired"
         )
+        await until(h2_routes_their_80, "the mesh peer of h2 carries the network's /80 on h2")
         link = next(iter(host.state.machines))
         assert str(link.address) == mine["address"]
         assert link.host_ifname == machine_ifname(mine["id"])
-        # the mesh peer of h2 carries the network's /80 on h2
-        h2 = next(p for p in host.state.wg_peers if p.public_key == other["public_key"])
-        assert addressing.host_prefix(mine["net_id"], theirs["host_id"]) in h2.allowed_ips
         assert addressing.network_prefix(mine["net_id"]) in host.state.pairs
         status = api.get("/v1/hosts/h1").json()
         assert status["name"] == "h1"

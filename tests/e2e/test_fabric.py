@@ -140,6 +140,7 @@ def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
             fab.m[label] = fab.machine(org, app, host)
         for machine in fab.m.values():
             lab.wait_wired(machine, timeout=30)
+        lab.wait_settled(timeout=30)
         yield fab
     finally:
         lab.down()

@@ -93,6 +93,7 @@ def bring_up(the_lab: Lab, topology: Topology, say: Any = click.echo) -> list[di
         say(f"waiting for the agents to wire {len(machines)} machines")
         for m in machines:
             the_lab.wait_wired(m, timeout=60)
+        the_lab.wait_settled(timeout=60)
         for org in topology.orgs:
             for peer in org.peers:
                 say(f"peer {peer.name} of {org.name}: sixpn wireguard create, then wg-quick up")

@@ -319,6 +319,22 @@ class Lab:
 
         _wait(wired, timeout, f"machine {machine['id']} wired")
 
+    def wait_settled(self, timeout: float = 30) -> None:
+        """Until every agent has applied the store as it is now (its ``status.json`` names that
+        revision or a later one): what was created before this call is then wired on its host
+        and routed by every other host's mesh. A revision that changed nothing of the data path
+        (an agent's status report) is applied at the agent's next resync at the latest."""
+        assert self.state is not None
+        with self.api() as api:
+            revision = int(api.get("/healthz", timeout=10).json()["revision"])
+
+        def applied(name: str) -> bool:
+            status = self.status(name) or {}
+            return int(status.get("applied_revision", -1)) >= revision
+
+        for name in self.state.hosts:
+            _wait(lambda n=name: applied(n), timeout, f"agent of {name} at revision {revision}")
+
     # -- down -----------------------------------------------------------------------------------
 
     def down(self) -> None:

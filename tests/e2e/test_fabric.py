@@ -196,7 +196,7 @@ def test_forged_source_addresses_get_nothing_through(fabric: Fabric) -> None:
 def test_a_6pn_source_forged_on_the_underlay_gets_nothing_through(fabric: Fabric) -> None:
     """Host a sends host c, in clear over the underlay (not through WireGuard), a packet from
     a same-network machine's address to c1: the pair would pass, only the interface check in c's
-    prerouting stops it."""
+    forward chain stops it."""
     victim, stolen = fabric.m["c1"], fabric.m["a2"]["address"]
     c_eth0 = fabric.lab.host_run("c", ["ip", "-6", "-o", "addr", "show", "dev", "eth0"]).stdout
     c_link_local = re.search(r"inet6 (fe80::[0-9a-f:]+)/64", c_eth0)

@@ -386,8 +386,8 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert sources(udp1, 0.5) == set()
     # Control: without the reverse-path rules the forged packet arrives; read() sees the drift
     # and the plan's ReplaceNftTable puts the rules back.
-    for handle in rule_handles(h, "prerouting", "fib saddr"):
-        nft_cmd(h, "delete", "rule", "inet", "sixpn", "prerouting", "handle", str(handle))
+    for handle in rule_handles(h, "forward", "fib saddr"):
+        nft_cmd(h, "delete", "rule", "inet", "sixpn", "forward", "handle", str(handle))
     udp_send(lab, m3.netns, m1.address, 7000, src=m2.address)
     assert sources(udp1, 0.5) == {m2.address}
     ((ops, after, again),) = inside(h, call(converge, host, desired))

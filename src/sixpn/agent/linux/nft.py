@@ -7,19 +7,13 @@ The whole policy, with the mesh interface ``sxw1`` and one network::
             type ipv6_addr . ipv6_addr; flags interval;
             elements = { fdaa:0:18::/48 . fdaa:0:18::/48 }
         }
-        chain prerouting {        # anti-spoofing, before conntrack sees anything
-            type filter hook prerouting priority raw; policy accept;
-            iifname "sxw1" accept
-            iifname "sxm*" meta nfproto ipv4 drop
-            iifname "sxm*" fib saddr . iif oif missing drop
-            iifname "sxm*" accept
-            ip6 saddr fdaa::/16 iifname != "lo" drop
-        }
         chain input {             # a machine reaches its host for DNS only
             type filter hook input priority filter; policy accept;
             iifname "sxm*" jump from_machine
+            ip6 saddr fdaa::/16 iifname != "lo" iifname != "sxw1" drop
         }
         chain from_machine {
+            fib saddr . iif oif missing drop
             icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
             ip6 daddr fdaa::3 udp dport 53 accept
             ip6 daddr fdaa::3 tcp dport 53 accept
@@ -27,12 +21,13 @@ The whole policy, with the mesh interface ``sxw1`` and one network::
         }
         chain forward {           # 6PN forwarding only within a network /48
             type filter hook forward priority filter; policy accept;
+            iifname "sxm*" fib saddr . iif oif missing drop
+            ip6 saddr fdaa::/16 iifname != "sxm*" iifname != "sxw1" drop
             ip6 saddr . ip6 daddr @pairs accept
             iifname "sxm*" drop
             oifname "sxm*" drop
             iifname "sxw1" drop
             oifname "sxw1" drop
-            ip6 saddr fdaa::/16 drop
             ip6 daddr fdaa::/16 drop
         }
     }
@@ -45,12 +40,16 @@ Why this shape:
 - the forward chain drops everything that touches 6PN (our interfaces, or an ``fdaa::/16``
   address) and is not a pair, but lets the host's other forwarding be (a Docker bridge on the
   same host): a drop in any table is final in nftables, so ``policy drop`` here would break it;
-- reverse-path anti-spoofing: a packet from a machine's veth must have a source routed back to
-  that veth (its /112); a 6PN source may arrive only from a machine's veth, the mesh or ``lo``,
-  which stops forged 6PN sources from the underlay. The mesh needs no route lookup: WireGuard's
-  cryptokey routing accepts from a peer only the sources in its AllowedIPs (other hosts' /80s,
-  a client peer's /120), so a packet from the mesh costs one interface-name compare here, its
-  first rule, not a FIB lookup (docs/benchmarks.md). IPv4 from machines is dropped outright.
+- reverse-path anti-spoofing, in front of everything else in both chains a machine's packet
+  can reach: a packet from a machine's veth must have a source routed back to that veth (its
+  /112; IPv4 has no route back, so IPv4 from machines is dropped too); a 6PN source may arrive
+  only from a machine's veth, the mesh or ``lo``, which stops forged 6PN sources from the
+  underlay. The mesh needs no route lookup: WireGuard's cryptokey routing accepts from a peer
+  only the sources in its AllowedIPs (other hosts' /80s, a client peer's /120);
+- no prerouting chain: the packets a host receives most are the mesh's own encrypted
+  datagrams on the underlay, and they cross only the input chain, two rules that do not match
+  (an interface-name compare, an IPv6 check that an IPv4 datagram fails at once). With a
+  prerouting chain in front they crossed two hooks and six rules (docs/benchmarks.md).
 
 Every change is one ``nft -f`` batch, so atomic. The table is replaced by "create empty, delete,
 define" in one batch (works whether or not it exists); pairs change by ``add element`` /
@@ -96,19 +95,13 @@ def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
         "\t\tflags interval\n"
         f"{element_line}"
         "\t}\n"
-        "\tchain prerouting {\n"
-        "\t\ttype filter hook prerouting priority raw; policy accept;\n"
-        f"\t\tiifname {wg} accept\n"
-        f"\t\tiifname {machines} meta nfproto ipv4 drop\n"
-        f"\t\tiifname {machines} fib saddr . iif oif missing drop\n"
-        f"\t\tiifname {machines} accept\n"
-        f'\t\tip6 saddr {SIXPN_PREFIX} iifname != "lo" drop\n'
-        "\t}\n"
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"
         f"\t\tiifname {machines} jump from_machine\n"
+        f'\t\tip6 saddr {SIXPN_PREFIX} iifname != "lo" iifname != {wg} drop\n'
         "\t}\n"
         "\tchain from_machine {\n"
+        "\t\tfib saddr . iif oif missing drop\n"
         "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
         f"\t\tip6 daddr {DNS_ADDRESS} udp dport 53 accept\n"
         f"\t\tip6 daddr {DNS_ADDRESS} tcp dport 53 accept\n"
@@ -116,12 +109,13 @@ def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
         "\t}\n"
         "\tchain forward {\n"
         "\t\ttype filter hook forward priority filter; policy accept;\n"
+        f"\t\tiifname {machines} fib saddr . iif oif missing drop\n"
+        f"\t\tip6 saddr {SIXPN_PREFIX} iifname != {machines} iifname != {wg} drop\n"
         f"\t\tip6 saddr . ip6 daddr @{SET} accept\n"
         f"\t\tiifname {machines} drop\n"
         f"\t\toifname {machines} drop\n"
         f"\t\tiifname {wg} drop\n"
         f"\t\toifname {wg} drop\n"
-        f"\t\tip6 saddr {SIXPN_PREFIX} drop\n"
         f"\t\tip6 daddr {SIXPN_PREFIX} drop\n"
         "\t}\n"
         "}\n"

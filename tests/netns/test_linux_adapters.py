@@ -24,7 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from ipaddress import IPv6Address, IPv6Network
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from pathlib import Path
 from typing import Any
 
@@ -164,8 +164,10 @@ class Lab:
         public = subprocess.run(["wg", "pubkey"], input=path.read_bytes(), capture_output=True)
         return path, public.stdout.decode().strip()
 
-    def sock(self, ns: str, kind: int, proto: int = 0) -> socket.socket:
-        s = pr_netns.create_socket(ns, socket.AF_INET6, kind, proto, flags=0)
+    def sock(
+        self, ns: str, kind: int, proto: int = 0, family: int = socket.AF_INET6
+    ) -> socket.socket:
+        s = pr_netns.create_socket(ns, family, kind, proto, flags=0)
         self.sockets.append(s)
         return s
 
@@ -264,7 +266,7 @@ def udp_send(
     s.sendto(b"hello", (str(dst), port))
 
 
-def sources(s: socket.socket, wait: float) -> set[IPv6Address]:
+def sources(s: socket.socket, wait: float) -> set[IPv4Address | IPv6Address]:
     """Source addresses of the datagrams that arrive within ``wait`` seconds."""
     seen = set()
     deadline = time.monotonic() + wait
@@ -274,7 +276,7 @@ def sources(s: socket.socket, wait: float) -> set[IPv6Address]:
             _, addr = s.recvfrom(2048)
         except TimeoutError:
             break
-        seen.add(IPv6Address(addr[0].split("%")[0]))
+        seen.add(ip_address(addr[0].split("%")[0]))
     return seen
 
 
@@ -379,6 +381,20 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert not tcp_connects(lab, m1.netns, ("fe80::1", 2222, 0, index_in(m1.netns, "eth0")))
     assert not ping(lab, m1.netns, DNS, 0.5)
     assert tcp_connects(lab, h, (str(DNS), 22))  # the listener is there: the rules refused
+
+    # IPv4 from a machine reaches nothing of its host, even with a route the machine made itself
+    # (the host answers ARP for its own addresses on any link). 192.0.2.0/24 (TEST-NET-1) exists
+    # only inside this test's namespaces.
+    sh("ip", "-n", h, "addr", "add", "192.0.2.1/32", "dev", "lo")
+    sh("ip", "-n", m1.netns, "addr", "add", "192.0.2.201/32", "dev", "eth0")
+    sh("ip", "-n", m1.netns, "route", "add", "192.0.2.1/32", "dev", "eth0")
+    udp4 = lab.sock(h, socket.SOCK_DGRAM, family=socket.AF_INET)
+    udp4.bind(("192.0.2.1", 7100))
+    for _ in range(3):
+        lab.sock(m1.netns, socket.SOCK_DGRAM, family=socket.AF_INET).sendto(
+            b"v4", ("192.0.2.1", 7100)
+        )
+    assert sources(udp4, 0.5) == set()
 
     # Anti-spoofing: m3 (network B) forges m2's address (network A, so the pair would pass).
     netns.add_address(m3.netns, f"{m2.address}/128", ifname="eth0")

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from sixpn.core import addressing
+from sixpn.core.hoststate import machine_ifname
 from sixpn.lab import netns
 from sixpn.lab.fabric import METRICS_PORT, HostSpec, Lab
 
@@ -312,13 +313,15 @@ def test_restarting_an_agent_loses_no_packet(fabric: Fabric) -> None:
 def test_drift_is_repaired_by_the_next_resync(fabric: Fabric) -> None:
     m = fabric.m
     host_ns = fabric.lab.host_ns("a")
-    net = addressing.network_prefix(m["a1"]["net_id"])
-    netns.run(
-        host_ns, ["nft", "delete", "element", "inet", "sixpn", "pairs", f"{{ {net} . {net} }}"]
-    )
-    assert not fabric.ping(m["a1"], m["a2"]["address"])
+    # a1's element of the machine sources: without it nothing a1 sends is forwarded.
+    a1 = m["a1"]
+    a1_prefix = addressing.machine_prefix(a1["net_id"], a1["host_id"], a1["field"])
+    net = addressing.network_prefix(a1["net_id"]).network_address
+    element = f'{{ "{machine_ifname(a1["id"])}" . {a1_prefix.network_address} . {net} }}'
+    netns.run(host_ns, ["nft", "delete", "element", "inet", "sixpn", "sources", element])
+    assert not fabric.ping(a1, m["a2"]["address"])
     deadline = time.monotonic() + 10
-    while not fabric.ping(m["a1"], m["a2"]["address"]):
+    while not fabric.ping(a1, m["a2"]["address"]):
         assert time.monotonic() < deadline, "the deleted element was not restored"
     prefix = addressing.machine_prefix(m["a2"]["net_id"], m["a2"]["host_id"], m["a2"]["field"])
     netns.run(host_ns, ["ip", "-6", "route", "del", str(prefix)])
@@ -335,7 +338,7 @@ def test_doctor_reports_a_deleted_element_and_the_agent_repairs_it(fabric: Fabri
     lab.stop_agent("a")
     try:
         net = addressing.network_prefix(m["a1"]["net_id"])
-        element = f"{{ {net} . {net} }}"
+        element = f"{{ {net.network_address} . {net.network_address} }}"
         lab.host_run("a", ["nft", "delete", "element", "inet", "sixpn", "pairs", element])
         found = lab.sixpn_on("a", "doctor", "isolation", "--data-dir", data_dir)
         assert found.returncode == 1

@@ -40,14 +40,18 @@ from sixpn.core.hoststate import (
     HostState,
     MachineLink,
     Route,
+    Source,
     WgPeer,
     machine_ifname,
     machine_netns,
+    source_of,
     wg_ifname,
 )
 from sixpn.core.plan import (
     AddRoute,
+    AddSources,
     Op,
+    RemoveSources,
     ReplaceNftTable,
     UnwireMachine,
     WireMachine,
@@ -219,6 +223,7 @@ def desired_for(
         machines=frozenset(machines),
         routes=frozenset(routes),
         pairs=frozenset(pairs),
+        sources=frozenset(source_of(m) for m in machines),
         **kw,
     )
 
@@ -353,8 +358,10 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     # Seen from outside, with the tools an operator would use.
     assert {m.host_ifname for m in (m1, m2, m3)} <= set(links_in(h))
     pairs = nft_cmd(h, "list", "set", "inet", "sixpn", "pairs")
-    assert "fdaa:0:18::/48 . fdaa:0:18::/48" in pairs
-    assert "fdaa:0:2a::/48" in pairs
+    assert "fdaa:0:18:: . fdaa:0:18::" in pairs
+    assert "fdaa:0:2a:: . fdaa:0:2a::" in pairs
+    machine_sources = nft_cmd(h, "list", "set", "inet", "sixpn", "sources")
+    assert f'"{m1.host_ifname}" . {m1.prefix.network_address} . fdaa:0:18::' in machine_sources
     assert f"{m1.address} sixpn-local-6pn" in Path(f"/etc/netns/{m1.netns}/hosts").read_text()
     assert f"{m1.address}/112" in sh("ip", "-n", m1.netns, "addr", "show", "dev", "eth0")
 
@@ -396,22 +403,40 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
         )
     assert sources(udp4, 0.5) == set()
 
-    # Anti-spoofing: m3 (network B) forges m2's address (network A, so the pair would pass).
+    # Anti-spoofing: m3 (network B) forges m2's address (network A, so the pair would pass),
+    # toward m1 and toward the host's DNS (which tells networks apart by source).
     netns.add_address(m3.netns, f"{m2.address}/128", ifname="eth0")
     udp_send(lab, m3.netns, m1.address, 7000, src=m2.address)
+    udp_send(lab, m3.netns, DNS, 53, src=m2.address)
     assert sources(udp1, 0.5) == set()
-    # Control: without the reverse-path rules the forged packet arrives; read() sees the drift
-    # and the plan's ReplaceNftTable puts the rules back.
-    for handle in rule_handles(h, "forward", "fib saddr"):
-        nft_cmd(h, "delete", "rule", "inet", "sixpn", "forward", "handle", str(handle))
+    assert sources(dns_udp, 0.1) == set()
+    # Control: an element that lets m3's veth send from m2's /112 lets the forged packets
+    # through; read() sees the stray element and the plan removes it.
+    stray = Source(m3.host_ifname, m2.prefix)
+    element = f'{{ "{m3.host_ifname}" . {m2.prefix.network_address} . fdaa:0:18:: }}'
+    nft_cmd(h, "add", "element", "inet", "sixpn", "sources", element)
     udp_send(lab, m3.netns, m1.address, 7000, src=m2.address)
+    udp_send(lab, m3.netns, DNS, 53, src=m2.address)
     assert sources(udp1, 0.5) == {m2.address}
+    assert sources(dns_udp, 0.1) == {m2.address}
     ((ops, after, again),) = inside(h, call(converge, host, desired))
-    assert ops == [ReplaceNftTable(desired.pairs)]
+    assert ops == [RemoveSources(frozenset({stray}))]
     assert after == desired
     assert again == []
     udp_send(lab, m3.netns, m1.address, 7000, src=m2.address)
     assert sources(udp1, 0.5) == set()
+    # A fixed rule deleted by hand is drift too: the whole table is rewritten, elements included.
+    for handle in rule_handles(h, "from_machine", "@sources"):
+        nft_cmd(h, "delete", "rule", "inet", "sixpn", "from_machine", "handle", str(handle))
+    udp_send(lab, m3.netns, DNS, 53, src=m2.address)
+    assert sources(dns_udp, 0.5) == {m2.address}
+    ((ops, after, again),) = inside(h, call(converge, host, desired))
+    assert ops == [ReplaceNftTable(desired.pairs, desired.sources)]
+    assert after == desired
+    assert again == []
+    udp_send(lab, m3.netns, DNS, 53, src=m2.address)
+    assert sources(dns_udp, 0.5) == set()
+    assert ping(lab, m2.netns, m1.address)
 
     # A partial wiring is not reported, and wiring again completes it.
     Path(f"/etc/netns/{m2.netns}/resolv.conf").unlink()
@@ -431,7 +456,11 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert again == []
     assert m2.host_ifname not in links_in(h)
     ((ops, after, again),) = inside(h, call(converge, host, desired))  # and back
-    assert ops == [WireMachine(m2), AddRoute(Route(m2.prefix, m2.host_ifname))]
+    assert ops == [
+        AddSources(frozenset({source_of(m2)})),
+        WireMachine(m2),
+        AddRoute(Route(m2.prefix, m2.host_ifname)),
+    ]
     assert after == desired
 
     # Teardown leaves nothing the agent owns.
@@ -517,12 +546,15 @@ def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
     lab.hosts[h] = LinuxHost(wg_name, lab.tmp / "unused.key", "wireguard-go")
     results = inside(
         h,
-        call(nft.replace_table, wg_name, ()),
+        call(nft.replace_table, wg_name, (), ()),
         call(nft.add_pairs, {net}),
         call(nft.add_pairs, {net}),
+        call(nft.add_sources, {source_of(m)}),
         call(nft.read, wg_name),
         call(nft.remove_pairs, {net}),
         call(nft.remove_pairs, {net}),
+        call(nft.remove_sources, {source_of(m)}),
+        call(nft.remove_sources, {source_of(m)}),
         call(nft.read, wg_name),
         call(links.wire_machine, m, create_netns=True),
         call(links.wire_machine, m, create_netns=True),
@@ -543,14 +575,14 @@ def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
         call(nft.delete_table),
         call(nft.read, wg_name),
     )
-    assert results[3] == (frozenset({net}), True)
-    assert results[6] == (frozenset(), True)
-    assert results[11] == frozenset({m})
-    assert results[12] == frozenset({route})
-    assert results[15] == frozenset({DNS})
-    assert results[20] == frozenset()
-    assert results[21] is None
-    assert results[24] == (frozenset(), False)
+    assert results[4] == nft.Contents(frozenset({net}), frozenset({source_of(m)}), True)
+    assert results[9] == nft.Contents(frozenset(), frozenset(), True)
+    assert results[14] == frozenset({m})
+    assert results[15] == frozenset({route})
+    assert results[18] == frozenset({DNS})
+    assert results[23] == frozenset()
+    assert results[24] is None
+    assert results[27] == nft.Contents(frozenset(), frozenset(), False)
     assert not netns.exists(m.netns)
     # Failures arrive as SixpnError subclasses naming what was being done.
     ((status, message),) = outcomes(h, call(wg.set_peer, "sxwnone", WgPeer("x", frozenset())))

@@ -17,9 +17,11 @@ from sixpn.core.hoststate import (
     HostState,
     MachineLink,
     Route,
+    Source,
     WgPeer,
     machine_ifname,
     machine_netns,
+    source_of,
 )
 from sixpn.core.plan import SetPeer, apply, plan
 from sixpn.model.entities import Host, Machine, MachineState, Peer
@@ -91,6 +93,7 @@ def desired_states(draw: st.DrawFn) -> HostState:
         machines=machines,
         routes=frozenset(routes),
         pairs=draw(st.frozensets(st.sampled_from(NETS))),
+        sources=frozenset(source_of(m) for m in machines),
     )
 
 
@@ -110,7 +113,10 @@ def actual_states(draw: st.DrawFn) -> HostState:
         service_addresses=base.service_addresses,
         machines=base.machines,
         routes=draw(st.frozensets(st.sampled_from(sorted(base.routes, key=str)))) | extra_routes,
-        pairs=base.pairs,
+        pairs=draw(st.frozensets(st.sampled_from(NETS))),
+        # some of the machines' elements, and elements of machines no longer there
+        sources=frozenset(s for s in base.sources if draw(st.booleans()))
+        | draw(st.frozensets(links().map(source_of), max_size=2)),
         nft_rules_ok=draw(st.booleans()),
         # wired in part: some of the desired machines, and machines no longer wanted
         partial_machines=draw(st.frozensets(links(), max_size=3)) - base.machines,
@@ -139,6 +145,7 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
             machines=actual.machines,
             routes=frozenset(r for r in actual.routes if r.ifname != "sxw1"),
             pairs=actual.pairs,
+            sources=actual.sources,
             nft_rules_ok=actual.nft_rules_ok,
             partial_machines=actual.partial_machines,
         )
@@ -228,6 +235,13 @@ def test_desired_state_of_a_small_fleet() -> None:
     }
     assert {m.machine_id for m in state.machines} == {"1111aaaa000000", "2222aaaa000000"}
     assert state.pairs == {addressing.network_prefix(n) for n in (1, 2, 3)}
+    assert (
+        state.sources
+        == {  # stopped machines keep their wiring, so their sources too
+            Source(machine_ifname(m.id), addressing.machine_prefix(m.net_id, 1, m.field))
+            for m in ms[:2]
+        }
+    )
     assert state.service_addresses == {
         IPv6Address("fdaa::3"),
         addressing.network_service_address(3),

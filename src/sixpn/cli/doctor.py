@@ -1,9 +1,10 @@
 """`sixpn doctor`: checks an operator runs on a host.
 
 ``sixpn doctor isolation`` compares the policy the control plane implies for this host (the
-agent's desired state: forwarding pairs, the fixed nftables rules, routes, machine wiring,
-WireGuard peers) with what the kernel actually holds, and lists every difference as the
-operation that would repair it. Exit 0: no difference; 1: differences (or a failure).
+agent's desired state: forwarding pairs, machine sources, the fixed nftables rules, routes,
+machine wiring, WireGuard peers) with what the kernel actually holds, and lists every
+difference as the operation that would repair it. Exit 0: no difference; 1: differences (or a
+failure).
 """
 
 from __future__ import annotations
@@ -31,6 +32,14 @@ def describe(op: object) -> str:
         case p.RemovePairs(networks=nets):
             return "nftables: forwarding allowed that should not be for " + ", ".join(
                 sorted(map(str, nets))
+            )
+        case p.AddSources(sources=sources):
+            return "nftables: machine sources missing (its packets are dropped): " + ", ".join(
+                sorted(f"{s.ifname} {s.prefix}" for s in sources)
+            )
+        case p.RemoveSources(sources=sources):
+            return "nftables: machine sources allowed that should not be: " + ", ".join(
+                sorted(f"{s.ifname} {s.prefix}" for s in sources)
             )
         case p.ReplaceNftTable():
             return "nftables: table inet sixpn is missing or its fixed rules were changed"

@@ -9,6 +9,7 @@
   machine's /112 to its veth;
 - ``fdaa::3`` on lo, and on a gateway ``<net48>::3`` for every network with peers on it;
 - the forwarding pairs: the /48 of every network present on this host;
+- the sources: each local machine's veth with its /112 (what it may send from);
 - every machine on this host wired, started or stopped (a stopped machine keeps its wiring and
   only leaves DNS); destroyed ones unwired.
 """
@@ -27,6 +28,7 @@ from sixpn.core.hoststate import (
     WgPeer,
     machine_ifname,
     machine_netns,
+    source_of,
     wg_ifname,
 )
 from sixpn.model.entities import Host, Machine, MachineState, Peer
@@ -104,4 +106,5 @@ def desired_state(
         machines=frozenset(links),
         routes=frozenset(routes),
         pairs=pairs,
+        sources=frozenset(source_of(link) for link in links),
     )

@@ -73,6 +73,19 @@ class Route:
 
 
 @dataclass(frozen=True, slots=True)
+class Source:
+    """A machine's host-side veth and the /112 it may send from (SPEC 3, anti-spoofing): an
+    element of the nftables set that also lets it reach its own network's /48."""
+
+    ifname: str
+    prefix: IPv6Network  # the machine's /112
+
+
+def source_of(link: MachineLink) -> Source:
+    return Source(link.host_ifname, link.prefix)
+
+
+@dataclass(frozen=True, slots=True)
 class HostState:
     wg_ifname: str | None  # None: no interface
     listen_port: int = 0
@@ -81,6 +94,7 @@ class HostState:
     machines: frozenset[MachineLink] = frozenset()
     routes: frozenset[Route] = frozenset()
     pairs: frozenset[IPv6Network] = frozenset()  # network /48s forwarded within themselves
+    sources: frozenset[Source] = frozenset()  # one per wired machine (nftables set elements)
     nft_rules_ok: bool = True  # the table's fixed rules are as rendered (actual side)
     # machines wired in part (an interrupted wiring, a deleted piece): actual side only, never
     # desired; the plan completes the ones still desired as they are and unwires the others

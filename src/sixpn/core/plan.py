@@ -5,9 +5,10 @@ to a state that already has it changes nothing) and ``apply(state, ops)`` is its
 ``apply(actual, plan(actual, desired)) == desired`` and ``plan(desired, desired) == []`` can be
 tested for any pair of states (hypothesis, in tests/unit/test_plan.py).
 
-Order: what new traffic needs comes first (the interface, the forwarding pairs, machines, routes,
-addresses, peers), what goes away comes last in reverse, so that no packet of a network that
-stays is ever dropped during an apply. A machine whose wiring changed is unwired then wired.
+Order: what new traffic needs comes first (the interface, the forwarding pairs and sources,
+machines, routes, addresses, peers), what goes away comes last in reverse, so that no packet
+of a network that stays is ever dropped during an apply. A machine whose wiring changed is
+unwired then wired.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 
-from sixpn.core.hoststate import HostState, MachineLink, Route, WgPeer
+from sixpn.core.hoststate import HostState, MachineLink, Route, Source, WgPeer
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +74,10 @@ class RemoveRoute:
 
 @dataclass(frozen=True, slots=True)
 class ReplaceNftTable:
-    """The fixed rules (re)written with the pairs, in one atomic batch."""
+    """The fixed rules (re)written with the pairs and sources, in one atomic batch."""
 
     pairs: frozenset[IPv6Network]
+    sources: frozenset[Source]
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,16 @@ class AddPairs:
 @dataclass(frozen=True, slots=True)
 class RemovePairs:
     networks: frozenset[IPv6Network]
+
+
+@dataclass(frozen=True, slots=True)
+class AddSources:
+    sources: frozenset[Source]
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveSources:
+    sources: frozenset[Source]
 
 
 Op = (
@@ -102,6 +114,8 @@ Op = (
     | ReplaceNftTable
     | AddPairs
     | RemovePairs
+    | AddSources
+    | RemoveSources
 )
 
 
@@ -118,9 +132,12 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
             ops.append(RemoveWg(actual.wg_ifname))
         ops.append(EnsureWg(desired.wg_ifname, desired.listen_port))
     if not actual.nft_rules_ok:
-        ops.append(ReplaceNftTable(desired.pairs))
-    elif desired.pairs - actual.pairs:
-        ops.append(AddPairs(desired.pairs - actual.pairs))
+        ops.append(ReplaceNftTable(desired.pairs, desired.sources))
+    else:
+        if desired.pairs - actual.pairs:
+            ops.append(AddPairs(desired.pairs - actual.pairs))
+        if desired.sources - actual.sources:
+            ops.append(AddSources(desired.sources - actual.sources))
 
     # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
     gone_ifs: set[str | None] = set()
@@ -155,6 +172,8 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     for link in sorted(stale_machines, key=_link_key):
         if link.machine_id not in desired_ids:
             ops.append(UnwireMachine(link))
+    if actual.nft_rules_ok and actual.sources - desired.sources:
+        ops.append(RemoveSources(actual.sources - desired.sources))
     if actual.nft_rules_ok and actual.pairs - desired.pairs:
         ops.append(RemovePairs(actual.pairs - desired.pairs))
     if desired.wg_ifname is None and actual.wg_ifname is not None:
@@ -224,10 +243,14 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                 s = dataclasses.replace(s, routes=s.routes | {r})
             case RemoveRoute(route=r):
                 s = dataclasses.replace(s, routes=s.routes - {r})
-            case ReplaceNftTable(pairs=pairs):
-                s = dataclasses.replace(s, pairs=pairs, nft_rules_ok=True)
+            case ReplaceNftTable(pairs=pairs, sources=sources):
+                s = dataclasses.replace(s, pairs=pairs, sources=sources, nft_rules_ok=True)
             case AddPairs(networks=n):
                 s = dataclasses.replace(s, pairs=s.pairs | n)
             case RemovePairs(networks=n):
                 s = dataclasses.replace(s, pairs=s.pairs - n)
+            case AddSources(sources=src):
+                s = dataclasses.replace(s, sources=s.sources | src)
+            case RemoveSources(sources=src):
+                s = dataclasses.replace(s, sources=s.sources - src)
     return s

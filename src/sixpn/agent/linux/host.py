@@ -35,12 +35,14 @@ from sixpn.core.plan import (
     AddAddress,
     AddPairs,
     AddRoute,
+    AddSources,
     EnsureWg,
     Op,
     RemoveAddress,
     RemovePairs,
     RemovePeer,
     RemoveRoute,
+    RemoveSources,
     RemoveWg,
     ReplaceNftTable,
     SetPeer,
@@ -66,7 +68,7 @@ class LinuxHost:
     def read(self) -> HostState:
         ifname = self._present_wg()
         listen_port, peers = (wg.read(ifname) if ifname else None) or (0, frozenset())
-        pairs, rules_ok = nft.read(self.wg_ifname)
+        table = nft.read(self.wg_ifname)
         machines = links.read_machines()
         return HostState(
             wg_ifname=ifname,
@@ -75,8 +77,9 @@ class LinuxHost:
             service_addresses=links.read_service_addresses(),
             machines=machines,
             routes=links.read_routes(),
-            pairs=pairs,
-            nft_rules_ok=rules_ok and links.forwarding_enabled(),
+            pairs=table.pairs,
+            sources=table.sources,
+            nft_rules_ok=table.rules_ok and links.forwarding_enabled(),
             partial_machines=frozenset(links.machine_aliases()) - machines,
         )
 
@@ -111,13 +114,17 @@ class LinuxHost:
                 links.add_route(route)
             case RemoveRoute(route=route):
                 links.remove_route(route)
-            case ReplaceNftTable(pairs=pairs):
-                nft.replace_table(self.wg_ifname, pairs)
+            case ReplaceNftTable(pairs=pairs, sources=sources):
+                nft.replace_table(self.wg_ifname, pairs, sources)
                 links.enable_forwarding()
             case AddPairs(networks=networks):
                 nft.add_pairs(networks)
             case RemovePairs(networks=networks):
                 nft.remove_pairs(networks)
+            case AddSources(sources=sources):
+                nft.add_sources(sources)
+            case RemoveSources(sources=sources):
+                nft.remove_sources(sources)
             case _:
                 assert_never(op)
 

@@ -1,11 +1,17 @@
 """Isolation (SPEC 3) as one nftables table the agent owns: ``table inet sixpn``.
 
-The whole policy, with the mesh interface ``sxw1`` and one network::
+The whole policy, with the mesh interface ``sxw1``, one network and one machine (``M48`` and
+``M112`` stand for the masks of a network's /48 and a machine's /112, ``ffff:ffff:ffff::`` and
+``ffff:ffff:ffff:ffff:ffff:ffff:ffff:0``)::
 
     table inet sixpn {
-        set pairs {
-            type ipv6_addr . ipv6_addr; flags interval;
-            elements = { fdaa:0:18::/48 . fdaa:0:18::/48 }
+        set pairs {               # network /48s, forwarded within themselves (from the mesh)
+            type ipv6_addr . ipv6_addr
+            elements = { fdaa:0:18:: . fdaa:0:18:: }
+        }
+        set sources {             # machine veth . its /112 . its network's /48
+            type ifname . ipv6_addr . ipv6_addr
+            elements = { "sxm3d8f0a1b2c4e" . fdaa:0:18:a7b:7d:f066:b83b:0 . fdaa:0:18:: }
         }
         chain input {             # a machine reaches its host for DNS only
             type filter hook input priority filter; policy accept;
@@ -13,46 +19,50 @@ The whole policy, with the mesh interface ``sxw1`` and one network::
             ip6 saddr fdaa::/16 iifname != "lo" iifname != "sxw1" drop
         }
         chain from_machine {
-            fib saddr . iif oif missing drop
             icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept
+            iifname . ip6 saddr & M112 . ip6 saddr & M48 != @sources drop
             ip6 daddr fdaa::3 udp dport 53 accept
             ip6 daddr fdaa::3 tcp dport 53 accept
             drop
         }
         chain forward {           # 6PN forwarding only within a network /48
             type filter hook forward priority filter; policy accept;
-            iifname "sxm*" fib saddr . iif oif missing drop
-            ip6 saddr fdaa::/16 iifname != "sxm*" iifname != "sxw1" drop
-            ip6 saddr . ip6 daddr @pairs accept
+            iifname "sxw1" ip6 saddr & M48 . ip6 daddr & M48 @pairs accept
+            iifname . ip6 saddr & M112 . ip6 daddr & M48 @sources accept
             iifname "sxm*" drop
             oifname "sxm*" drop
             iifname "sxw1" drop
             oifname "sxw1" drop
+            ip6 saddr fdaa::/16 drop
             ip6 daddr fdaa::/16 drop
         }
     }
 
 Why this shape:
 
-- one set lookup per forwarded packet whatever the number of networks (NOTES.md: a linear rule
-  per network costs 75% of the tunnel's throughput, the concatenated interval set nothing);
-  ICMPv6 errors between two addresses of a network match the pair like any other packet;
-- the forward chain drops everything that touches 6PN (our interfaces, or an ``fdaa::/16``
-  address) and is not a pair, but lets the host's other forwarding be (a Docker bridge on the
-  same host): a drop in any table is final in nftables, so ``policy drop`` here would break it;
-- reverse-path anti-spoofing, in front of everything else in both chains a machine's packet
-  can reach: a packet from a machine's veth must have a source routed back to that veth (its
-  /112; IPv4 has no route back, so IPv4 from machines is dropped too); a 6PN source may arrive
-  only from a machine's veth, the mesh or ``lo``, which stops forged 6PN sources from the
-  underlay. The mesh needs no route lookup: WireGuard's cryptokey routing accepts from a peer
-  only the sources in its AllowedIPs (other hosts' /80s, a client peer's /120);
-- no prerouting chain: the packets a host receives most are the mesh's own encrypted
-  datagrams on the underlay, and they cross only the input chain, two rules that do not match
-  (an interface-name compare, an IPv6 check that an IPv4 datagram fails at once). With a
-  prerouting chain in front they crossed two hooks and six rules (docs/benchmarks.md).
+- one lookup decides a forwarded packet, whatever the number of networks and machines, in a
+  hash set keyed by masked addresses (NOTES.md: a linear rule per network costs 75% of the
+  tunnel's throughput). A packet from the mesh passes if its source's /48 and its
+  destination's /48 are one network of this host (``pairs``); WireGuard's cryptokey routing
+  already checked its source (a peer host's /80s, a client peer's /120). A packet from a
+  machine passes if (its veth, its source's /112, its destination's /48) is that machine's
+  element of ``sources``: anti-spoofing (the source inside the machine's /112) and isolation
+  in the same lookup. ICMPv6 errors between two addresses of a network pass like any packet;
+- the drops after the accepts cover everything that touches 6PN (our interfaces, an
+  ``fdaa::/16`` address: a forged 6PN source from the underlay, IPv4 from a machine) and is
+  not accepted, but let the host's other forwarding be (a Docker bridge on the same host): a
+  drop in any table is final in nftables, so ``policy drop`` here would break it;
+- a machine reaches its host for NDP (link-local or its own source) and, from its own /112,
+  for DNS at ``fdaa::3``: the same ``sources`` element, with the source's /48 standing for the
+  destination's;
+- measured (docs/benchmarks.md): exact keys in hash sets instead of an interval set of
+  prefixes, and the set instead of a ``fib saddr . iif oif missing`` route lookup per packet
+  from a machine, took ~4 points of CPU per bit off the fabric's data path. There is no
+  prerouting chain: the underlay's encrypted datagrams, the packets a host receives most,
+  cross only the input chain's two rules, which do not match them.
 
 Every change is one ``nft -f`` batch, so atomic. The table is replaced by "create empty, delete,
-define" in one batch (works whether or not it exists); pairs change by ``add element`` /
+define" in one batch (works whether or not it exists); elements change by ``add element`` /
 ``delete element``. ``read`` compares the kernel's rules with the kernel's own rendering of
 :func:`render_table`, obtained once per process by loading it in a throwaway namespace
 (``unshare --net``): both sides then pass through the same kernel and the same ``nft -j``, so
@@ -65,35 +75,56 @@ import functools
 import json
 import re
 from collections.abc import Iterable
-from ipaddress import IPv6Network
-from typing import Any
+from ipaddress import IPv6Address, IPv6Network
+from typing import Any, NamedTuple
 
 from sixpn.agent.linux import _sys
 from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
-from sixpn.core.hoststate import MACHINE_IF_PREFIX, NFT_TABLE
+from sixpn.core.hoststate import MACHINE_IF_PREFIX, NFT_TABLE, Source
 from sixpn.model.errors import InvalidInput, SixpnError
 
 TABLE = f"inet {NFT_TABLE}"
-SET = "pairs"
+PAIRS = "pairs"
+SOURCES = "sources"
+NETWORK_BITS = 48  # SPEC 2: a network's /48
+MACHINE_BITS = 112  # a machine's /112
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 
 
-def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
+def _mask(bits: int) -> IPv6Address:
+    return IPv6Network(f"::/{bits}").netmask
+
+
+NET = f"& {_mask(NETWORK_BITS)}"
+MACHINE = f"& {_mask(MACHINE_BITS)}"
+
+
+class Contents(NamedTuple):
+    """What ``read`` finds: the two sets' elements, and whether the rest is as rendered."""
+
+    pairs: frozenset[IPv6Network]
+    sources: frozenset[Source]
+    rules_ok: bool
+
+
+def render_table(
+    wg_ifname: str, pairs: Iterable[IPv6Network], sources: Iterable[Source] = ()
+) -> str:
     """The ``nft -f`` script that makes the table exactly this, atomically."""
-    if not _IFNAME.match(wg_ifname):
-        raise InvalidInput(f"rendering nftables: bad interface name {wg_ifname!r}", field="ifname")
+    _check_ifname(wg_ifname)
     machines = f'"{MACHINE_IF_PREFIX}*"'
     wg = f'"{wg_ifname}"'
-    elements = _elements(pairs)
-    element_line = f"\t\telements = {{ {elements} }}\n" if elements else ""
     return (
         f"table {TABLE} {{}}\n"
         f"delete table {TABLE}\n"
         f"table {TABLE} {{\n"
-        f"\tset {SET} {{\n"
+        f"\tset {PAIRS} {{\n"
         "\t\ttype ipv6_addr . ipv6_addr\n"
-        "\t\tflags interval\n"
-        f"{element_line}"
+        f"{_element_line(_pair_elements(pairs))}"
+        "\t}\n"
+        f"\tset {SOURCES} {{\n"
+        "\t\ttype ifname . ipv6_addr . ipv6_addr\n"
+        f"{_element_line(_source_elements(sources))}"
         "\t}\n"
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"
@@ -101,46 +132,46 @@ def render_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> str:
         f'\t\tip6 saddr {SIXPN_PREFIX} iifname != "lo" iifname != {wg} drop\n'
         "\t}\n"
         "\tchain from_machine {\n"
-        "\t\tfib saddr . iif oif missing drop\n"
         "\t\ticmpv6 type { nd-neighbor-solicit, nd-neighbor-advert } accept\n"
+        f"\t\tiifname . ip6 saddr {MACHINE} . ip6 saddr {NET} != @{SOURCES} drop\n"
         f"\t\tip6 daddr {DNS_ADDRESS} udp dport 53 accept\n"
         f"\t\tip6 daddr {DNS_ADDRESS} tcp dport 53 accept\n"
         "\t\tdrop\n"
         "\t}\n"
         "\tchain forward {\n"
         "\t\ttype filter hook forward priority filter; policy accept;\n"
-        f"\t\tiifname {machines} fib saddr . iif oif missing drop\n"
-        f"\t\tip6 saddr {SIXPN_PREFIX} iifname != {machines} iifname != {wg} drop\n"
-        f"\t\tip6 saddr . ip6 daddr @{SET} accept\n"
+        f"\t\tiifname {wg} ip6 saddr {NET} . ip6 daddr {NET} @{PAIRS} accept\n"
+        f"\t\tiifname . ip6 saddr {MACHINE} . ip6 daddr {NET} @{SOURCES} accept\n"
         f"\t\tiifname {machines} drop\n"
         f"\t\toifname {machines} drop\n"
         f"\t\tiifname {wg} drop\n"
         f"\t\toifname {wg} drop\n"
+        f"\t\tip6 saddr {SIXPN_PREFIX} drop\n"
         f"\t\tip6 daddr {SIXPN_PREFIX} drop\n"
         "\t}\n"
         "}\n"
     )
 
 
-def replace_table(wg_ifname: str, pairs: Iterable[IPv6Network]) -> None:
-    _sys.run(["nft", "-f", "-"], "replacing nftables table", input=render_table(wg_ifname, pairs))
+def replace_table(wg_ifname: str, pairs: Iterable[IPv6Network], sources: Iterable[Source]) -> None:
+    script = render_table(wg_ifname, pairs, sources)
+    _sys.run(["nft", "-f", "-"], "replacing nftables table", input=script)
 
 
 def add_pairs(networks: Iterable[IPv6Network]) -> None:
-    elements = _elements(networks)
-    if elements:
-        script = f"add element {TABLE} {SET} {{ {elements} }}\n"
-        _sys.run(["nft", "-f", "-"], f"adding forwarding pairs {elements}", input=script)
+    _add(PAIRS, _pair_elements(networks), "forwarding pairs")
 
 
 def remove_pairs(networks: Iterable[IPv6Network]) -> None:
-    """Delete the pairs of ``networks`` that are there (``delete element`` of an absent one
-    fails the whole batch, and nft 1.0.6 has no ``destroy``)."""
-    present, _ = read_pairs()
-    elements = _elements(set(networks) & present)
-    if elements:
-        script = f"delete element {TABLE} {SET} {{ {elements} }}\n"
-        _sys.run(["nft", "-f", "-"], f"removing forwarding pairs {elements}", input=script)
+    _remove(PAIRS, _pair_elements(set(networks) & read().pairs), "forwarding pairs")
+
+
+def add_sources(sources: Iterable[Source]) -> None:
+    _add(SOURCES, _source_elements(sources), "machine sources")
+
+
+def remove_sources(sources: Iterable[Source]) -> None:
+    _remove(SOURCES, _source_elements(set(sources) & read().sources), "machine sources")
 
 
 def delete_table() -> None:
@@ -148,28 +179,71 @@ def delete_table() -> None:
     _sys.run(["nft", "-f", "-"], "deleting nftables table", input=script)
 
 
-def read(wg_ifname: str) -> tuple[frozenset[IPv6Network], bool]:
-    """(the pairs in the kernel, whether everything else equals ``render_table``).
+def read(wg_ifname: str | None = None) -> Contents:
+    """The sets' elements in the kernel, and whether everything else equals ``render_table``
+    (checked only when ``wg_ifname`` is given).
 
-    No table: no pairs, not ok. A pair element that is not ``N . N`` also makes it not ok, so
-    the planner rewrites the table.
+    No table: no elements, not ok. An element of a shape the agent never writes also makes it
+    not ok, so that the planner rewrites the table.
     """
     doc = _list()
     if doc is None:
-        return frozenset(), False
-    pairs, odd = _pairs(doc)
-    return pairs, not odd and _shape(doc) == _reference(wg_ifname)
+        return Contents(frozenset(), frozenset(), False)
+    pairs, odd_pairs = _read_pairs(doc)
+    sources, odd_sources = _read_sources(doc)
+    ok = not (odd_pairs or odd_sources)
+    if wg_ifname is not None:
+        ok = ok and _shape(doc) == _reference(wg_ifname)
+    return Contents(pairs, sources, ok)
 
 
-def read_pairs() -> tuple[frozenset[IPv6Network], bool]:
-    """(the pairs, whether some element is not of the ``N . N`` shape)."""
-    doc = _list()
-    return (frozenset(), False) if doc is None else _pairs(doc)
+# -- elements ----------------------------------------------------------------------------------
 
 
-def _elements(networks: Iterable[IPv6Network]) -> str:
+def _check_ifname(name: str) -> None:
+    if not _IFNAME.match(name):
+        raise InvalidInput(f"nftables: bad interface name {name!r}", field="ifname")
+
+
+def _net48(address: IPv6Address) -> IPv6Address:
+    return IPv6Network(f"{address}/{NETWORK_BITS}", strict=False).network_address
+
+
+def _pair_elements(networks: Iterable[IPv6Network]) -> list[str]:
     nets = sorted(set(networks), key=lambda n: (int(n.network_address), n.prefixlen))
-    return ", ".join(f"{n} . {n}" for n in nets)
+    for n in nets:
+        if n.prefixlen != NETWORK_BITS:
+            raise InvalidInput(f"nftables: a pair is a network /48, not {n}", field="pairs")
+    return [f"{n.network_address} . {n.network_address}" for n in nets]
+
+
+def _source_elements(sources: Iterable[Source]) -> list[str]:
+    out = []
+    for src in sorted(set(sources), key=lambda x: (x.ifname, int(x.prefix.network_address))):
+        _check_ifname(src.ifname)
+        if src.prefix.prefixlen != MACHINE_BITS:
+            raise InvalidInput(f"nftables: a source is a machine /112, not {src.prefix}")
+        address = src.prefix.network_address
+        out.append(f'"{src.ifname}" . {address} . {_net48(address)}')
+    return out
+
+
+def _element_line(elements: list[str]) -> str:
+    return f"\t\telements = {{ {', '.join(elements)} }}\n" if elements else ""
+
+
+def _add(set_name: str, elements: list[str], what: str) -> None:
+    if elements:
+        script = f"add element {TABLE} {set_name} {{ {', '.join(elements)} }}\n"
+        _sys.run(["nft", "-f", "-"], f"adding {what} {', '.join(elements)}", input=script)
+
+
+def _remove(set_name: str, present: list[str], what: str) -> None:
+    """Delete elements known to be there (``delete element`` of an absent one fails the whole
+    batch, and nft 1.0.6 has no ``destroy``)."""
+    if present:
+        script = f"delete element {TABLE} {set_name} {{ {', '.join(present)} }}\n"
+        _sys.run(["nft", "-f", "-"], f"removing {what} {', '.join(present)}", input=script)
 
 
 def _list() -> dict[str, Any] | None:
@@ -182,32 +256,52 @@ def _list() -> dict[str, Any] | None:
     return doc
 
 
-def _pairs(doc: dict[str, Any]) -> tuple[frozenset[IPv6Network], bool]:
-    found: set[IPv6Network] = set()
-    odd = False
+def _set_elements(doc: dict[str, Any], name: str) -> list[Any]:
+    """The elements of set ``name`` as ``nft -j`` gives them: a list of fields each."""
+    out: list[Any] = []
     for obj in doc.get("nftables", []):
         nft_set = obj.get("set")
-        if not nft_set or nft_set.get("name") != SET:
-            continue
-        for elem in nft_set.get("elem", []):
-            halves = elem.get("concat") if isinstance(elem, dict) else None
-            nets = [_network(h) for h in halves] if isinstance(halves, list) else []
-            if len(nets) == 2 and nets[0] is not None and nets[0] == nets[1]:
-                found.add(nets[0])
-            else:
-                odd = True
+        if nft_set and nft_set.get("name") == name:
+            for elem in nft_set.get("elem", []):
+                fields = elem.get("concat") if isinstance(elem, dict) else None
+                out.append(fields if isinstance(fields, list) else None)
+    return out
+
+
+def _address(value: Any) -> IPv6Address | None:
+    try:
+        return IPv6Address(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _read_pairs(doc: dict[str, Any]) -> tuple[frozenset[IPv6Network], bool]:
+    """(the pairs, whether some element is not of the ``N . N`` shape)."""
+    found: set[IPv6Network] = set()
+    odd = False
+    for fields in _set_elements(doc, PAIRS):
+        addrs = [_address(f) for f in fields] if fields else []
+        if len(addrs) == 2 and addrs[0] is not None and addrs[0] == addrs[1] == _net48(addrs[0]):
+            found.add(IPv6Network(f"{addrs[0]}/{NETWORK_BITS}"))
+        else:
+            odd = True
     return frozenset(found), odd
 
 
-def _network(value: Any) -> IPv6Network | None:
-    try:
-        if isinstance(value, str):
-            return IPv6Network(value)
-        if isinstance(value, dict) and "prefix" in value:
-            return IPv6Network(f"{value['prefix']['addr']}/{value['prefix']['len']}")
-    except (ValueError, KeyError, TypeError):
-        return None
-    return None
+def _read_sources(doc: dict[str, Any]) -> tuple[frozenset[Source], bool]:
+    """(the sources, whether some element is not of the ``veth . /112 . its /48`` shape)."""
+    found: set[Source] = set()
+    odd = False
+    for fields in _set_elements(doc, SOURCES):
+        if fields and len(fields) == 3 and isinstance(fields[0], str):
+            name, machine, net = fields[0], _address(fields[1]), _address(fields[2])
+            if machine is not None and net is not None and net == _net48(machine):
+                prefix = IPv6Network(f"{machine}/{MACHINE_BITS}", strict=False)
+                if prefix.network_address == machine and _IFNAME.match(name):
+                    found.add(Source(name, prefix))
+                    continue
+        odd = True
+    return frozenset(found), odd
 
 
 def _shape(doc: dict[str, Any]) -> str:

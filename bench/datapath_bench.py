@@ -14,7 +14,7 @@ Method
    WireGuard mesh through the lab's underlay bridge). iperf3's client runs in host a's machine,
    its server in host b's, so every packet crosses both hosts' forwarding and both tunnels.
 3. **Throughput, RTT, CPU per Gbit**, both setups up at once, alternated over ``--rounds``
-   rounds (default 6; anchor first in odd rounds, fabric first in even ones), so that a change
+   rounds (default 12; anchor first in odd rounds, fabric first in even ones), so that a change
    in the machine's load hits both: per setup and round one ``iperf3 -6 -c ADDR -t 10 -O 1``
    (one TCP stream, the first second omitted), then ``ping -6 -c 100 -i 0.01`` without load,
    then a paced ``iperf3 -b 150M -t 5`` whose data-path CPU (both wireguard-go daemons, both
@@ -96,7 +96,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="smoke run: 1 round, 2 s runs, 3 creates in a 3-host lab",
     )
-    p.add_argument("--rounds", type=int, help="anchor/fabric rounds (default 6; quick 1)")
+    p.add_argument("--rounds", type=int, help="anchor/fabric rounds (default 12; quick 1)")
     p.add_argument("--seconds", type=float, help="iperf3 -t per run (default 10; quick 2)")
     p.add_argument("--omit", type=int, help="iperf3 -O, seconds left out (default 1)")
     p.add_argument("--pings", type=int, help="pings per run (default 100; quick 20)")
@@ -129,7 +129,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=OUT_DIR, help="report folder (bench/out)")
     args = p.parse_args(argv)
     q = args.quick
-    args.rounds = args.rounds or (1 if q else 6)
+    args.rounds = args.rounds or (1 if q else 12)
     args.seconds = args.seconds or (2.0 if q else 10.0)
     args.omit = 1 if args.omit is None else args.omit
     args.pings = args.pings or (20 if q else 100)

@@ -28,7 +28,8 @@ Method
    whole machine (busy, irq+softirq, steal), each wireguard-go daemon, the agents, and the
    busiest other processes (other sessions' load shows there). Reported: medians over rounds
    with min-max, and fabric/anchor as the median of the per-round ratios (paired: the two runs
-   of a round are back to back).
+   of a round are back to back) with a distribution-free 95% confidence interval; the verdict
+   is PASS / FAIL only when that interval lies on one side of the target, else INCONCLUSIVE.
 4. **Propagation** (``--prop-hosts``, default 5 as in SPEC 9, a lab of its own, after the
    throughput lab is down; control plane, agents and wireguard-go at ``--nice``): app ``prop``
    with one probe machine per host; then ``--creates`` times (after one untimed warm-up): POST

@@ -57,11 +57,10 @@ Why this shape:
   destination's;
 - measured (docs/benchmarks.md, 2026-11-30): exact keys in hash sets instead of an interval
   set of prefixes, and the set instead of a ``fib saddr . iif oif missing`` route lookup per
-  packet from a machine, halved the table's CPU (2.5% to 1.2% of the machine at 1 Gbit/s)
-  and, swapped by hand in one lab, moved the fabric from ~83% to ~91% of plain WireGuard,
-  as close as no table at all (~91%). There is no prerouting chain: the underlay's encrypted
-  datagrams, the packets a host receives most, cross only the input chain's two rules, which
-  do not match them.
+  packet from a machine, halved the table's CPU (2.5% to 1.2% of the machine at 1 Gbit/s);
+  swapped by hand in one lab the table is now as cheap as no table at all. There is no
+  prerouting chain: the underlay's encrypted datagrams, the packets a host receives most,
+  cross only the input chain's two rules, which do not match them.
 
 Every change is one ``nft -f`` batch, so atomic. The table is replaced by "create empty, delete,
 define" in one batch (works whether or not it exists); elements change by ``add element`` /

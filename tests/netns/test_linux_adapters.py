@@ -511,6 +511,12 @@ def test_two_hosts_over_wireguard(lab: Lab) -> None:
             lab.daemons.append((pid, ifname))
             assert running(pid)  # it outlived the process that started it
 
+    # Receive steering over every CPU on both tunnels, as the namespace's own sysfs shows it.
+    cpus = os.cpu_count() or 1
+    for ns, ifname in ((ha, wg_a), (hb, wg_b)):
+        rps = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus")
+        assert int(rps.strip().replace(",", ""), 16) == ((1 << cpus) - 1 if cpus > 1 else 0)
+
     assert ping_eventually(lab, ma.netns, mb.address)
     assert not ping(lab, ma.netns, mc.address, 0.5)
     udp_c = udp_listener(lab, mc.netns, mc.address, 7000)

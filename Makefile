@@ -64,3 +64,10 @@ bench-dns: venv
 bench-datapath: venv
 	@scripts/sysdeps.sh iperf3 wireguard-go wireguard-tools nftables iputils-ping util-linux
 	$(BIN)/python bench/datapath_bench.py $(BENCH_ARGS)
+
+# Agent resync benchmark: one full read of a host's kernel state by the agent, by machines per
+# host, against iproute2 + nft + wg reading the same, same run (root; see bench/README.md).
+.PHONY: bench-resync
+bench-resync: venv
+	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 util-linux
+	$(BIN)/python bench/resync_bench.py $(BENCH_ARGS)

@@ -475,6 +475,12 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert "fdaa" not in sh("ip", "-n", h, "-6", "addr", "show", "dev", "lo")
 
 
+def rps_mask(ns: str, ifname: str) -> int:
+    """The receive-steering CPU mask of ``ifname``, from the namespace's own sysfs."""
+    rps = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus")
+    return int(rps.strip().replace(",", ""), 16)
+
+
 def test_two_hosts_over_wireguard(lab: Lab) -> None:
     ha, hb = lab.host_ns(), lab.host_ns()
     with IPRoute(netns=ha, flags=0) as ipr:  # the underlay: one veth, TEST-NET-1
@@ -513,9 +519,9 @@ def test_two_hosts_over_wireguard(lab: Lab) -> None:
 
     # Receive steering over every CPU on both tunnels, as the namespace's own sysfs shows it.
     cpus = os.cpu_count() or 1
+    every_cpu = (1 << cpus) - 1 if cpus > 1 else 0
     for ns, ifname in ((ha, wg_a), (hb, wg_b)):
-        rps = sh("ip", "netns", "exec", ns, "cat", f"/sys/class/net/{ifname}/queues/rx-0/rps_cpus")
-        assert int(rps.strip().replace(",", ""), 16) == ((1 << cpus) - 1 if cpus > 1 else 0)
+        assert rps_mask(ns, ifname) == every_cpu
 
     assert ping_eventually(lab, ma.netns, mb.address)
     assert not ping(lab, ma.netns, mc.address, 0.5)
@@ -531,6 +537,12 @@ def test_two_hosts_over_wireguard(lab: Lab) -> None:
     ((state, ops),) = inside(ha, call(read_and_plan, LinuxHost(wg_a, key_a, backend), want_a))
     assert state == want_a
     assert ops == []
+    # An interface that lost its steering (made by an older agent) gets it at the next start.
+    rps_file = f"/sys/class/net/{wg_a}/queues/rx-0/rps_cpus"
+    sh("ip", "netns", "exec", ha, "sh", "-c", f"echo 0 > {rps_file}")
+    assert rps_mask(ha, wg_a) == 0
+    inside(ha, call(LinuxHost(wg_a, key_a, backend).start))
+    assert rps_mask(ha, wg_a) == every_cpu
 
     for ns in (ha, hb):
         lab.teardown(ns)

@@ -120,6 +120,7 @@ class Agent:
         s = self.settings
         ifname = str(identity.get("wg_ifname") or wg_ifname(int(identity["host_id"])))
         host = self.make_host(ifname, self.data.key_file)
+        await asyncio.to_thread(host.start)
         port = split_endpoint(s.endpoint)[1]
         self.reconciler = Reconciler(
             host,

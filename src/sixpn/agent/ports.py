@@ -17,6 +17,10 @@ from sixpn.core.plan import Op, apply
 class HostPort(Protocol):
     backend: str
 
+    def start(self) -> None:
+        """Once per agent start, before the first read: what a read cannot see but an agent
+        of this version sets (e.g. receive steering on an interface an older agent made)."""
+
     def read(self) -> HostState: ...
 
     def apply(self, op: Op) -> None: ...
@@ -30,6 +34,9 @@ class FakeHost:
     def __init__(self, state: HostState | None = None) -> None:
         self.state = state or HostState(wg_ifname=None)
         self.applied: list[Op] = []
+
+    def start(self) -> None:
+        pass
 
     def read(self) -> HostState:
         return self.state

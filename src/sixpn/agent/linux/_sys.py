@@ -12,10 +12,13 @@ import errno
 import os
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
 
-from pyroute2 import NetlinkError
+from pyroute2 import IPRoute, NetlinkError
+from pyroute2 import netns as pyroute2_netns
 
 from sixpn.model.errors import SixpnError, Unavailable
 
@@ -74,6 +77,42 @@ def netlink(what: str) -> Iterator[None]:
         raise SixpnError(f"{what}: {os.strerror(exc.code)} (netlink error {exc.code})") from exc
     except OSError as exc:
         raise SixpnError(f"{what}: {exc}") from exc
+
+
+@contextlib.contextmanager
+def ipr_in(netns_path: Path) -> Iterator[IPRoute]:
+    """An ``IPRoute`` whose socket is in the namespace at ``netns_path`` (``/var/run/netns/X``).
+
+    The calling thread enters that namespace only while it opens the socket (``setns`` is per
+    thread; a socket stays in the namespace it was opened in) and comes back at once. pyroute2's
+    ``NetNS`` gives the same socket by forking a helper process, which costs ~19 ms where this
+    costs ~1 ms, once per machine and resync (docs/benchmarks.md). Nothing else runs in this
+    thread meanwhile, so no command or socket of the agent's lands in the machine's namespace.
+    """
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        target = os.open(netns_path, os.O_RDONLY)
+        try:
+            pyroute2_netns.setns(target, fork=False)
+            try:
+                ipr = IPRoute()
+            finally:
+                _return_to(own)
+        finally:
+            os.close(target)
+    finally:
+        os.close(own)
+    with ipr:
+        yield ipr
+
+
+def _return_to(own: int) -> None:
+    try:
+        pyroute2_netns.setns(own, fork=False)
+    except OSError as exc:  # never seen: setns back to our own namespace, as root
+        # This thread would apply the host's plan inside a machine's namespace: stop instead.
+        print(f"sixpn agent: cannot return to the host's network namespace: {exc}", file=sys.stderr)
+        os._exit(70)
 
 
 def ignore(*codes: int) -> contextlib.AbstractContextManager[None]:

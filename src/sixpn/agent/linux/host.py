@@ -22,8 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import assert_never
 
-from pyroute2 import IPRoute
-
 from sixpn.agent.linux import links, nft, wg
 from sixpn.core.hoststate import (
     MACHINE_NETNS_PREFIX,
@@ -63,28 +61,38 @@ class LinuxHost:
         self.backend = backend
         self.create_netns = create_netns
 
+    def start(self) -> None:
+        """Receive steering on this host's interface if it exists already: the setting lives
+        only as long as the interface, and an agent restart keeps the interface (and the
+        traffic through it), so an interface made by an older agent would never get it."""
+        if self.wg_ifname in self._wg_links():
+            wg.steer_receive(self.wg_ifname)
+
     # -- reading -----------------------------------------------------------------------------
 
     def read(self) -> HostState:
-        ifname = self._present_wg()
+        with links.snapshot("reading the host's links") as kernel:
+            ifname = self._present_wg(kernel.names(WG_IF_PREFIX))
+            machines = kernel.machines()
+            aliases = frozenset(kernel.machine_aliases())
+            routes = kernel.routes()
+            service_addresses = kernel.service_addresses()
         listen_port, peers = (wg.read(ifname) if ifname else None) or (0, frozenset())
         table = nft.read(self.wg_ifname)
-        machines = links.read_machines()
         return HostState(
             wg_ifname=ifname,
             listen_port=listen_port,
             wg_peers=peers,
-            service_addresses=links.read_service_addresses(),
+            service_addresses=service_addresses,
             machines=machines,
-            routes=links.read_routes(),
+            routes=routes,
             pairs=table.pairs,
             sources=table.sources,
             nft_rules_ok=table.rules_ok and links.forwarding_enabled(),
-            partial_machines=frozenset(links.machine_aliases()) - machines,
+            partial_machines=aliases - machines,
         )
 
-    def _present_wg(self) -> str | None:
-        present = self._wg_links()
+    def _present_wg(self, present: list[str]) -> str | None:
         if self.wg_ifname in present:
             return self.wg_ifname
         return present[0] if present else None
@@ -158,6 +166,5 @@ class LinuxHost:
             raise errors[0]
 
     def _wg_links(self) -> list[str]:
-        with IPRoute() as ipr:
-            names = [str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()]
-        return sorted(n for n in names if n.startswith(WG_IF_PREFIX))
+        with links.snapshot("listing WireGuard links") as kernel:
+            return kernel.names(WG_IF_PREFIX)

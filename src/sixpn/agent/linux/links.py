@@ -20,14 +20,16 @@ Rules that hold:
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import socket
+from collections.abc import Iterator
 from ipaddress import IPv6Address, IPv6Network
 from pathlib import Path
 from typing import Any
 
-from pyroute2 import IPRoute, NetNS, netns
+from pyroute2 import IPRoute, netns
 
 from sixpn.agent.linux import _sys
 from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
@@ -76,7 +78,7 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
         _check_netns_store_shared(what)
         with _sys.netlink(f"{what}: creating the namespace"):
             netns.create(link.netns)
-    with _sys.netlink(what), IPRoute() as ipr, NetNS(link.netns, flags=0) as ns:
+    with _sys.netlink(what), IPRoute() as ipr, _sys.ipr_in(NETNS_DIR / link.netns) as ns:
         host = _ensure_veth(ipr, ns, link, what)
         ipr.link("set", index=host, ifalias=alias, mtu=MTU, state="up")
         _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
@@ -148,24 +150,78 @@ def remove_machine_files(ns: str) -> None:
         etc.rmdir()  # only if empty: the orchestrator may keep its own files there
 
 
-def read_machines() -> frozenset[MachineLink]:
-    """The machines wired completely: partial wirings are left out (the planner re-wires)."""
-    found = set()
-    with _sys.netlink("reading machine links"), IPRoute() as ipr:
-        host_addrs = _addresses_by_index(ipr)
-        for msg in ipr.get_links():
+class Snapshot:
+    """The host's namespace as one read sees it, over one netlink socket: one dump each of its
+    links, IPv6 addresses and routes, made when first asked for. (pyroute2 spends ~0.6 ms of
+    Python per link in a dump: a read that dumped the links once per question paid it 5 times.)
+    """
+
+    def __init__(self, ipr: IPRoute) -> None:
+        self.ipr = ipr
+
+    @functools.cached_property
+    def _links(self) -> list[Any]:
+        return list(self.ipr.get_links())
+
+    @functools.cached_property
+    def _addresses(self) -> dict[int, set[tuple[IPv6Address, int]]]:
+        return _addresses_by_index(self.ipr)
+
+    def names(self, prefix: str) -> list[str]:
+        """The names of the links here that start with ``prefix``, sorted."""
+        names = (str(m.get_attr("IFLA_IFNAME")) for m in self._links)
+        return sorted(n for n in names if n.startswith(prefix))
+
+    def machines(self) -> frozenset[MachineLink]:
+        """The machines wired completely: partial wirings are left out (the planner re-wires)."""
+        found = set()
+        for msg in self._links:
             link = _from_alias(msg)
-            if link is None or not _host_side_ok(ipr, msg, link, host_addrs):
+            if link is None or not _host_side_ok(self.ipr, msg, link, self._addresses):
                 continue
             if _machine_side_ok(link, peer_index=msg.get_attr("IFLA_LINK")):
                 found.add(link)
-    return frozenset(found)
+        return frozenset(found)
+
+    def machine_aliases(self) -> list[MachineLink]:
+        """Every ``sxm*`` host-side link's record of what it was wired for, complete or not."""
+        return [link for msg in self._links if (link := _from_alias(msg)) is not None]
+
+    def routes(self) -> frozenset[Route]:
+        """The routes with protocol ``ROUTE_PROTO`` in the main table, and only those."""
+        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in self._links}
+        found = set()
+        for r in self.ipr.route("dump", family=AF6):
+            oif = r.get_attr("RTA_OIF")
+            table = r.get_attr("RTA_TABLE") or r["table"]
+            if r["proto"] != ROUTE_PROTO or table != MAIN_TABLE or oif not in names:
+                continue
+            dst = r.get_attr("RTA_DST") or "::"
+            found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif]))
+        return frozenset(found)
+
+    def service_addresses(self) -> frozenset[IPv6Address]:
+        """The ``/128`` addresses inside ``fdaa::/16`` on ``lo``."""
+        (lo,) = (int(m["index"]) for m in self._links if m.get_attr("IFLA_IFNAME") == "lo")
+        on_lo = self._addresses.get(lo, set())
+        return frozenset(a for a, plen in on_lo if plen == 128 and a in SIXPN_PREFIX)
+
+
+@contextlib.contextmanager
+def snapshot(what: str) -> Iterator[Snapshot]:
+    """A :class:`Snapshot` of this namespace for the ``with`` block; failures name ``what``."""
+    with _sys.netlink(what), IPRoute() as ipr:
+        yield Snapshot(ipr)
+
+
+def read_machines() -> frozenset[MachineLink]:
+    with snapshot("reading machine links") as kernel:
+        return kernel.machines()
 
 
 def machine_aliases() -> list[MachineLink]:
-    """Every ``sxm*`` host-side link's record of what it was wired for, complete or not."""
-    with _sys.netlink("listing machine links"), IPRoute() as ipr:
-        return [link for msg in ipr.get_links() if (link := _from_alias(msg)) is not None]
+    with snapshot("listing machine links") as kernel:
+        return kernel.machine_aliases()
 
 
 def delete_machine_links() -> None:
@@ -218,7 +274,7 @@ def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
                 return False
         except OSError:
             return False
-    with NetNS(link.netns, flags=0) as ns:
+    with _sys.ipr_in(NETNS_DIR / link.netns) as ns:
         by_name = {str(m.get_attr("IFLA_IFNAME")): m for m in ns.get_links()}
         lo, eth0 = by_name.get("lo"), by_name.get(link.inner_ifname)
         if lo is None or eth0 is None or eth0["index"] != peer_index:
@@ -317,18 +373,8 @@ def remove_route(route: Route) -> None:
 
 
 def read_routes() -> frozenset[Route]:
-    """The routes with protocol ``ROUTE_PROTO`` in the main table, and only those."""
-    with _sys.netlink("reading routes"), IPRoute() as ipr:
-        names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links()}
-        found = set()
-        for r in ipr.route("dump", family=AF6):
-            oif = r.get_attr("RTA_OIF")
-            table = r.get_attr("RTA_TABLE") or r["table"]
-            if r["proto"] != ROUTE_PROTO or table != MAIN_TABLE or oif not in names:
-                continue
-            dst = r.get_attr("RTA_DST") or "::"
-            found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif]))
-    return frozenset(found)
+    with snapshot("reading routes") as kernel:
+        return kernel.routes()
 
 
 def _route_spec(route: Route) -> dict[str, Any]:
@@ -358,11 +404,8 @@ def remove_address(address: IPv6Address) -> None:
 
 
 def read_service_addresses() -> frozenset[IPv6Address]:
-    """The ``/128`` addresses inside ``fdaa::/16`` on ``lo``."""
-    with _sys.netlink("reading addresses on lo"), IPRoute() as ipr:
-        (lo,) = ipr.link_lookup(ifname="lo")
-        on_lo = _addresses_by_index(ipr).get(int(lo), set())
-    return frozenset(a for a, plen in on_lo if plen == 128 and a in SIXPN_PREFIX)
+    with snapshot("reading addresses on lo") as kernel:
+        return kernel.service_addresses()
 
 
 # -- forwarding ------------------------------------------------------------------------------

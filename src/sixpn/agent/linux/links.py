@@ -167,6 +167,10 @@ class Snapshot:
     def _addresses(self) -> dict[int, set[tuple[IPv6Address, int]]]:
         return _addresses_by_index(self.ipr)
 
+    @functools.cached_property
+    def _routes(self) -> list[Any]:
+        return list(self.ipr.route("dump", family=AF6))
+
     def names(self, prefix: str) -> list[str]:
         """The names of the links here that start with ``prefix``, sorted."""
         names = (str(m.get_attr("IFLA_IFNAME")) for m in self._links)
@@ -191,7 +195,7 @@ class Snapshot:
         """The routes with protocol ``ROUTE_PROTO`` in the main table, and only those."""
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in self._links}
         found = set()
-        for r in self.ipr.route("dump", family=AF6):
+        for r in self._routes:
             oif = r.get_attr("RTA_OIF")
             table = r.get_attr("RTA_TABLE") or r["table"]
             if r["proto"] != ROUTE_PROTO or table != MAIN_TABLE or oif not in names:

@@ -32,7 +32,7 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
-from sixpn.agent.linux import links, nft, wg
+from sixpn.agent.linux import _sys, links, nft, wg
 from sixpn.agent.linux.host import LinuxHost
 from sixpn.core import addressing
 from sixpn.core.hoststate import (
@@ -89,6 +89,18 @@ def converge(host: LinuxHost, desired: HostState) -> tuple[list[Op], HostState, 
         host.apply(op)
     after = host.read()
     return ops, after, plan(after, desired)
+
+
+def links_via_ipr_in(path: str) -> tuple[list[str], bool]:
+    """The link names ``_sys.ipr_in`` shows for the namespace at ``path`` ("OSError" if it
+    cannot open it), and whether the calling thread is back in its own namespace after."""
+    own = os.stat("/proc/thread-self/ns/net").st_ino
+    try:
+        with _sys.ipr_in(Path(path)) as ipr:
+            names = sorted(str(m.get_attr("IFLA_IFNAME")) for m in ipr.get_links())
+    except OSError:
+        names = ["OSError"]
+    return names, os.stat("/proc/thread-self/ns/net").st_ino == own
 
 
 def read_and_plan(host: LinuxHost, desired: HostState) -> tuple[HostState, list[Op]]:
@@ -615,6 +627,17 @@ def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
     assert status == "error"
     assert message.startswith("Unavailable: wiring machine")
     assert not netns.exists(m.netns)
+    # A machine namespace is read over a socket opened from inside it, and the thread that
+    # opened it is back in the host's namespace afterwards, also when the namespace is gone.
+    with netns.temporary("ipr") as other:
+        sh("ip", "-n", other, "link", "add", "sxprobe0", "type", "veth", "peer", "sxprobe1")
+        there, gone = inside(
+            h,
+            call(links_via_ipr_in, f"/var/run/netns/{other}"),
+            call(links_via_ipr_in, f"/var/run/netns/{other}-absent"),
+        )
+    assert there == (["lo", "sxprobe0", "sxprobe1"], True)
+    assert gone == (["OSError"], True)
 
 
 if __name__ == "__main__":

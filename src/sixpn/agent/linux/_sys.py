@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -23,6 +23,8 @@ from pyroute2 import netns as pyroute2_netns
 from sixpn.model.errors import SixpnError, Unavailable
 
 TIMEOUT = 30.0
+
+log = logging.getLogger("sixpn.agent")
 
 
 def run(
@@ -111,7 +113,8 @@ def _return_to(own: int) -> None:
         pyroute2_netns.setns(own, fork=False)
     except OSError as exc:  # never seen: setns back to our own namespace, as root
         # This thread would apply the host's plan inside a machine's namespace: stop instead.
-        print(f"sixpn agent: cannot return to the host's network namespace: {exc}", file=sys.stderr)
+        log.critical("cannot return to the host's network namespace (%s): exiting", exc)
+        logging.shutdown()
         os._exit(70)
 
 

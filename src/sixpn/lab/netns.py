@@ -8,7 +8,6 @@ also bind-mounts ``/etc/netns/<ns>/`` files (resolv.conf, hosts) over ``/etc`` (
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import secrets
 import socket
@@ -81,7 +80,7 @@ def socket_in(name: str, family: int, kind: int) -> socket.socket:
         try:
             fd = os.open(NETNS_DIR / name, os.O_RDONLY)
             try:
-                _setns(fd)
+                netns.setns(fd, fork=False)  # this thread only
             finally:
                 os.close(fd)
             made.append(socket.socket(family, kind))
@@ -94,14 +93,6 @@ def socket_in(name: str, family: int, kind: int) -> socket.socket:
     if failed:
         raise failed[0]
     return made[0]
-
-
-def _setns(fd: int) -> None:
-    # os.setns arrives with Python 3.12; this is the same call through libc.
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, 0x40000000) != 0:  # CLONE_NEWNET
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def exec_argv(name: str, argv: Sequence[str]) -> list[str]:

@@ -224,8 +224,13 @@ def _settings(run: Run) -> list[str]:
         f"- iperf3: one TCP stream over IPv6, `-t {s['seconds']} -O {s['omit']}` "
         f"(the first {s['omit']} s omitted), client → server; ping: `-c {s['pings']} "
         f"-i {s['ping_interval']}` after each iperf3 run, without load.",
-        f"- paced run (CPU per Gbit): `-b {s['paced_rate']} -t {s['paced_seconds']} -O 0` after "
-        "each ping; data-path CPU = both wireguard-go daemons + both iperf3 ends + irq/softirq.",
+        (
+            f"- paced run (CPU per Gbit): `-b {s['paced_rate']} -t {s['paced_seconds']} -O 0` "
+            "after each ping; data-path CPU = both wireguard-go daemons + both iperf3 ends + "
+            "irq/softirq."
+            if str(s["paced_rate"]) != "0"
+            else "- paced run (CPU per Gbit): none (`--paced-rate 0`)."
+        ),
         f"- every data-path process (wireguard-go, iperf3, ping) at nice {s['nice']} in an "
         "autogroup of its own, in both setups.",
         f"- rounds: {len(run.rounds)}, alternating the order (anchor first in odd rounds, "
@@ -244,8 +249,12 @@ def _settings(run: Run) -> list[str]:
         ),
         f"- fabric: 2-host lab (fra, ams), agents' resync every {s['resync']:g} s, br_netfilter "
         "off in the lab's underlay namespace (as the lab builds it); propagation: "
-        f"{run.prop_hosts}-host lab, one probe machine per host, {s['creates']} creates "
-        f"(+1 untimed warm-up), times from the POST's return",
+        + (
+            f"{run.prop_hosts}-host lab, one probe machine per host, {s['creates']} creates "
+            "(+1 untimed warm-up), times from the POST's return"
+            if s["creates"]
+            else "not measured (`--creates 0`)"
+        ),
         f"- load average at start / end: {s.get('load_start', '?')} / {s.get('load_end', '?')}",
         f"- {env['kernel']}, {env['cpu']}, {env['wireguard-go']}, {env['iperf3']}, "
         f"{env['nft']}, Python {env['python']}",

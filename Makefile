@@ -57,8 +57,8 @@ bench-dns: venv
 	@scripts/sysdeps.sh unbound dnsperf dnsutils util-linux
 	$(BIN)/python bench/dns_bench.py $(BENCH_ARGS)
 
-# Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between two bare
-# namespaces, and propagation times, same run (root; see bench/README.md), ~10 minutes.
+# Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between two
+# namespaces of its own, and propagation times, same run (root; see bench/README.md), ~10 min.
 # `make bench-datapath BENCH_ARGS=--quick` for a smoke run.
 .PHONY: bench-datapath
 bench-datapath: venv

@@ -6,14 +6,19 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import dataclasses
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sixpn.agent.agent import Agent, AgentSettings
-from sixpn.agent.ports import FakeHost
+from sixpn.agent.ports import FakeHost, PeerStats
+from sixpn.client import Client
+from sixpn.control.api.schemas import PeerCounters
 from sixpn.core import addressing
 from sixpn.core.hoststate import machine_ifname
 from tests.harness import ServerProcess
@@ -106,3 +111,48 @@ async def test_agent_wires_the_fleet_and_a_restart_applies_nothing(
     assert len(host.applied) == applied_before  # same state: nothing applied
     hosts = [h["name"] for h in api.get("/v1/hosts").json()]
     assert hosts.count("h1") == 1  # no second join
+
+
+async def test_a_gateway_reports_its_peers_counters_only_when_they_change(
+    server: ServerProcess, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    api = server.client()
+    assert api.post("/v1/orgs", json={"name": "acme"}).status_code == 201
+    sent: list[int] = []
+    original = Client.report_peers
+
+    async def counting(self: Client, host_name: str, peers: Iterable[PeerCounters]) -> int:
+        batch = list(peers)
+        sent.append(len(batch))
+        return await original(self, host_name, batch)
+
+    monkeypatch.setattr(Client, "report_peers", counting)
+    host = FakeHost()
+    gw = dataclasses.replace(
+        settings(server, tmp_path / "gw"), gateway=True, peer_report_seconds=0.1
+    )
+    agent = Agent(gw, lambda ifname, key: host)
+    async with running(agent):
+        await until(lambda: host.state.wg_ifname is not None, "the WireGuard interface")
+        key = base64.b64encode(os.urandom(32)).decode()
+        body = {"name": "laptop", "public_key": key}
+        assert api.post("/v1/orgs/acme/peers", json=body).status_code == 201
+        await until(lambda: any(p.public_key == key for p in host.state.wg_peers), "peer set")
+
+        def status() -> dict[str, Any]:
+            answer: dict[str, Any] = api.get("/v1/orgs/acme/peers/laptop/status").json()
+            return answer
+
+        await until(lambda: status()["reported"], "the first report (zeros: never)")
+        assert status()["latest_handshake"] is None
+        sent.clear()
+        await asyncio.sleep(0.6)
+        assert sent == []  # nothing changed: nothing sent (a sign of life only once a minute)
+        now = int(time.time())
+        host.stats[key] = PeerStats(key, "192.0.2.101:40000", now, 4242, 1717)
+        await until(lambda: status()["rx_bytes"] == 4242, "the new counters reported")
+    got = status()
+    assert got["endpoint"] == "192.0.2.101:40000"
+    assert got["latest_handshake"] == now
+    assert got["tx_bytes"] == 1717
+    assert sent == [1]  # one report, of the one peer that changed

@@ -267,6 +267,11 @@ CASES = [
         lambda w, kind: Call("GET", f"/v1/orgs/{{org}}/peers/{w.ids['a_peer']}"),
         org_scoped(200),
     ),
+    Case(
+        "peer status",
+        lambda w, kind: Call("GET", f"/v1/orgs/{{org}}/peers/{w.ids['a_peer']}/status"),
+        org_scoped(200),
+    ),
     Case("delete peer", delete_peer, org_scoped(204)),
     # org tokens
     Case("list org tokens", fixed("GET", "/v1/orgs/{org}/tokens"), org_scoped(200)),
@@ -284,6 +289,14 @@ CASES = [
     ),
     Case("other host status write", fixed("PUT", "/v1/hosts/h3/status", STATUS), admin_only(403)),
     Case("read host status", fixed("GET", "/v1/hosts/h2/status"), fabric_reader(200)),
+    Case(
+        "own peer report",
+        fixed("PUT", "/v1/hosts/h2/peers", {"peers": []}),
+        admin_only(403) | {"host": 200},
+    ),
+    Case(
+        "other host peer report", fixed("PUT", "/v1/hosts/h3/peers", {"peers": []}), admin_only(403)
+    ),
     # fleet-wide tokens, the feed, regions
     Case("list tokens", fixed("GET", "/v1/tokens"), admin_only(200)),
     Case("create token", fixed("POST", "/v1/tokens", {"kind": "join"}), admin_only(201)),

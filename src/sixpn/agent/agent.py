@@ -27,6 +27,7 @@ from sixpn.agent.metrics import AgentCollector
 from sixpn.agent.ports import HostPort
 from sixpn.agent.reconciler import Reconciler
 from sixpn.client import Client
+from sixpn.control.api.schemas import PeerCounters
 from sixpn.core import addressing
 from sixpn.core.hoststate import HostState, wg_ifname
 from sixpn.core.names import validate_name
@@ -43,6 +44,8 @@ from sixpn.view import Delta, View
 log = logging.getLogger("sixpn.agent")
 
 DATA_PATH_KINDS = frozenset({"host", "machine", "peer", "network"})
+PEER_REPORT_ALIVE = 60.0  # seconds: an empty peer report at least this often
+MAX_PEER_BATCH = 1000  # peers per report request (the API's limit)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ class AgentSettings:
     join_token: str | None = None
     gateway: bool = False
     resync_seconds: float = 30.0
+    peer_report_seconds: float = 10.0  # a gateway reads its peers' counters this often
     dns_listen: tuple[str, int] = (str(addressing.DNS_ADDRESS), 53)
     upstreams: tuple[str, ...] = ()
     wg_ifname: str | None = None  # default sxw<host id>; the lab makes it unique per run
@@ -157,6 +161,9 @@ class Agent:
                 asyncio.create_task(self._resync(follower), name="resync"),
                 asyncio.create_task(self._report(client, host), name="status"),
             ]
+            if s.gateway:
+                reporter = self._report_peers(client, host, follower)
+                tasks.append(asyncio.create_task(reporter, name="peer-report"))
             try:
                 await follower.loaded.wait()
                 self.dns.ready = True
@@ -198,10 +205,19 @@ class Agent:
 
     async def _listen_on_service_addresses(self, desired: HostState) -> None:
         """DNS on every service address: fdaa::3, and on a gateway ``<net48>::3`` of each network
-        with peers there (SPEC 4). A listener whose network lost its peers stays bound (its
-        address is gone from lo, so nothing reaches it) until the agent restarts."""
+        with peers there (SPEC 4); the listener of a network that lost its last peer here is
+        closed (its address has left lo already), and opened again with the next peer."""
         assert self.dns is not None
-        for address in sorted(map(str, desired.service_addresses)):
+        wanted = set(map(str, desired.service_addresses))
+        for address in sorted(self._dns_listening - wanted):
+            await self.dns.unlisten(address)
+            self._dns_listening.discard(address)
+            log.info(
+                "DNS on [%s]:%d closed: no peer of its network here",
+                address,
+                self.settings.dns_listen[1],
+            )
+        for address in sorted(wanted):
             if address in self._dns_listening or address == self.settings.dns_listen[0]:
                 continue
             try:
@@ -210,6 +226,43 @@ class Agent:
                 log.warning("DNS on [%s]:%d: %s", address, self.settings.dns_listen[1], exc)
                 continue
             self._dns_listening.add(address)
+
+    async def _report_peers(self, client: Client, host: HostPort, follower: Follower) -> None:
+        """A gateway's report of its client peers' counters (``wireguard status``, ephemeral
+        expiry): every period, only the peers whose counters changed since the last report
+        that went through, in batches; with nothing changed, an empty report once a minute
+        tells the control plane that this gateway is still watching (control/peerstatus.py)."""
+        me = self.settings.name
+        sent: dict[tuple[str, str], PeerCounters] = {}
+        last_sent = 0.0
+        while True:
+            await asyncio.sleep(self.settings.peer_report_seconds)
+            if not follower.loaded.is_set():
+                continue
+            mine = {p.public_key: p for p in follower.view.peers.values() if p.gateway == me}
+            now_seen: dict[tuple[str, str], PeerCounters] = {}
+            for row in await asyncio.to_thread(host.peer_stats):
+                peer = mine.get(row.public_key)
+                if peer is not None:
+                    now_seen[(peer.org, peer.name)] = PeerCounters(
+                        org=peer.org,
+                        name=peer.name,
+                        public_key=row.public_key,
+                        endpoint=row.endpoint,
+                        latest_handshake=row.latest_handshake,
+                        rx_bytes=row.rx_bytes,
+                        tx_bytes=row.tx_bytes,
+                    )
+            changed = [c for key, c in now_seen.items() if sent.get(key) != c]
+            if not changed and time.monotonic() - last_sent < PEER_REPORT_ALIVE:
+                continue
+            try:
+                for i in range(0, max(len(changed), 1), MAX_PEER_BATCH):
+                    await client.report_peers(me, changed[i : i + MAX_PEER_BATCH])
+            except SixpnError as exc:  # sent again next time: `sent` is left as it was
+                log.warning("peer report failed: %s", exc.message)
+                continue
+            sent, last_sent = now_seen, time.monotonic()
 
     async def _report(self, client: Client, host: HostPort) -> None:
         """Write status.json and tell the control plane, at most once a second."""

@@ -8,6 +8,7 @@ loop can be tested without root. Both pass the same contract: after ``apply`` of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Protocol
 
 from sixpn.core.hoststate import HostState
@@ -25,7 +26,20 @@ class HostPort(Protocol):
 
     def apply(self, op: Op) -> None: ...
 
+    def peer_stats(self) -> list[PeerStats]:
+        """What the WireGuard interface knows of each peer (``wg show``): none if absent."""
+        ...
+
     def teardown(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class PeerStats:
+    public_key: str
+    endpoint: str | None
+    latest_handshake: int  # Unix time, 0: never
+    rx_bytes: int
+    tx_bytes: int
 
 
 class FakeHost:
@@ -34,6 +48,14 @@ class FakeHost:
     def __init__(self, state: HostState | None = None) -> None:
         self.state = state or HostState(wg_ifname=None)
         self.applied: list[Op] = []
+        self.stats: dict[str, PeerStats] = {}  # what a test makes the interface say, by key
+
+    def peer_stats(self) -> list[PeerStats]:
+        """The peers the fake interface holds, with the counters a test set (else zeros)."""
+        return [
+            self.stats.get(p.public_key) or PeerStats(p.public_key, None, 0, 0, 0)
+            for p in self.state.wg_peers
+        ]
 
     def start(self) -> None:
         pass

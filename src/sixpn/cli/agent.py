@@ -25,6 +25,13 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
     show_default=True,
 )
 @click.option("--resync", default=30.0, show_default=True, help="Full resync period, seconds.")
+@click.option(
+    "--peer-report",
+    default=10.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="A gateway's period for reporting its peers' counters, seconds.",
+)
 @click.option("--dns-port", default=53, show_default=True, hidden=True)
 @click.option("--upstream", "upstreams", multiple=True, help="DNS upstream ADDRESS[:PORT].")
 @click.option("--metrics", help="ADDRESS:PORT to serve Prometheus metrics on.")
@@ -47,6 +54,7 @@ def agent(
     gateway: bool,
     data_dir: Path,
     resync: float,
+    peer_report: float,
     dns_port: int,
     upstreams: tuple[str, ...],
     metrics: str | None,
@@ -86,6 +94,7 @@ def agent(
         join_token=join_token,
         gateway=gateway,
         resync_seconds=resync,
+        peer_report_seconds=peer_report,
         dns_listen=("fdaa::3", dns_port),
         upstreams=upstreams,
         wg_ifname=wg_ifname,

@@ -90,6 +90,14 @@ def cli() -> None:
     help="TOML file of extra regions: [[region]] code, name, latitude, longitude.",
 )
 @click.option("--heartbeat", default=10.0, show_default=True, help="Change-stream heartbeat, s.")
+@click.option(
+    "--ephemeral-idle",
+    type=click.FloatRange(min=1.0),
+    default=600.0,
+    show_default=True,
+    envvar="SIXPN_EPHEMERAL_IDLE",
+    help="Remove an ephemeral peer after this many seconds with no handshake or packet.",
+)
 def server(
     db: Path,
     listen: str,
@@ -97,6 +105,7 @@ def server(
     join_tokens: tuple[str, ...],
     regions_file: Path | None,
     heartbeat: float,
+    ephemeral_idle: float,
 ) -> None:
     """Run the control plane (HTTP API over the store)."""
     from sixpn.runtime.server import ServerSettings, serve
@@ -108,6 +117,7 @@ def server(
         join_tokens=join_tokens,
         regions_file=regions_file,
         heartbeat_seconds=heartbeat,
+        ephemeral_idle=ephemeral_idle,
     )
     asyncio.run(serve(settings))
 

@@ -19,7 +19,9 @@
   ``sixpn wireguard create acme > wg0.conf`` leaves a clean file. With ``--json`` standard output
   is one JSON object: the API's answer plus ``file`` (the path written, or null) and ``config``
   (the wg-quick text, only when no FILE was written).
-- ``list``, ``show`` and ``remove`` take ``[ORG]`` first too; ORG defaults to ``$SIXPN_ORG``.
+- ``list``, ``show``, ``status`` and ``remove`` take ``[ORG]`` first too; ORG defaults to
+  ``$SIXPN_ORG``. ``status`` shows the peer as its gateway last reported it ("never" before
+  its first handshake).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option, show
+from sixpn.cli.common import call, echo_json, echo_table, json_option, show, when
 from sixpn.client import generate_keypair, to_jsonable
 from sixpn.control.api.schemas import PeerCreated
 from sixpn.core.wgquick import render_wg_quick
@@ -217,6 +219,61 @@ def show_(args: tuple[str, ...], as_json: bool) -> None:
     """Show peer NAME. ORG defaults to $SIXPN_ORG."""
     org, name = _org_and_name(args)
     show(call(lambda c: c.get_peer(org, name)), as_json)
+
+
+@wireguard.command("status")
+@click.argument("args", nargs=-1, metavar="[ORG] NAME")
+@json_option
+def status(args: tuple[str, ...], as_json: bool) -> None:
+    """Peer NAME as its gateway sees it: latest handshake, endpoint, bytes. ORG: $SIXPN_ORG."""
+    org, name = _org_and_name(args)
+    found = call(lambda c: c.peer_status(org, name))
+    if as_json:
+        echo_json(found)
+        return
+    rows: list[tuple[str, str]] = [
+        ("peer", f"{found.name} ({found.org}/{found.network}) {found.address}"),
+        ("gateway", found.gateway),
+    ]
+    if not found.reported:
+        rows.append(("latest handshake", "never (the gateway has not reported this peer yet)"))
+    else:
+        rows += [
+            ("latest handshake", _handshake(found.latest_handshake, found.handshake_age)),
+            ("endpoint", found.endpoint or "-"),
+            ("received", _bytes(found.rx_bytes)),
+            ("sent", _bytes(found.tx_bytes)),
+            ("reported", when(found.reported_at) if found.reported_at else "-"),
+        ]
+    if found.ephemeral and found.expires_at is not None:
+        rows.append(("ephemeral", f"yes: removed at {when(found.expires_at)} if still idle"))
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key.ljust(width)}  {value}")
+
+
+def _handshake(at: float | None, age: float | None) -> str:
+    if at is None or age is None:
+        return "never"
+    return f"{when(at)} ({_age(age)} ago)"
+
+
+def _age(seconds: float) -> str:
+    s = int(seconds)
+    if s < 120:
+        return f"{s} s"
+    if s < 7200:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60} min"
+
+
+def _bytes(n: int) -> str:
+    size, unit = float(n), "B"
+    for next_unit in ("KiB", "MiB", "GiB", "TiB"):
+        if size < 1024:
+            break
+        size, unit = size / 1024, next_unit
+    return f"{n} B" if unit == "B" else f"{size:.1f} {unit} ({n} B)"
 
 
 @wireguard.command("remove")

@@ -33,8 +33,12 @@ from sixpn.control.api.schemas import (
     NetworkCreate,
     OrgCreate,
     OrgTokenCreate,
+    PeerCounters,
     PeerCreate,
     PeerCreated,
+    PeerReport,
+    PeerReportAccepted,
+    PeerStatusView,
     TokenCreate,
     TokenCreated,
 )
@@ -282,6 +286,17 @@ class Client:
 
     async def delete_peer(self, org: str, name: str) -> None:
         await self._delete(f"/v1/orgs/{_seg(org)}/peers/{_seg(name)}")
+
+    async def peer_status(self, org: str, name: str) -> PeerStatusView:
+        """Latest handshake, endpoint and byte counts as the peer's gateway last reported them."""
+        return await self._get(PeerStatusView, f"/v1/orgs/{_seg(org)}/peers/{_seg(name)}/status")
+
+    async def report_peers(self, host: str, peers: Iterable[PeerCounters]) -> int:
+        """A gateway's report of its peers' counters (that host's own credential only)."""
+        path = f"/v1/hosts/{_seg(host)}/peers"
+        body = PeerReport(peers=list(peers))
+        answer = decode(self.url, PeerReportAccepted, await self._call("PUT", path, body=body))
+        return answer.accepted
 
     # -- hosts ----------------------------------------------------------------------------------
 

@@ -11,7 +11,17 @@ from typing import Any, TypeVar, cast
 
 from pydantic import TypeAdapter
 
-from sixpn.model.entities import App, Host, HostStatus, Machine, Network, Org, Peer, Token
+from sixpn.model.entities import (
+    App,
+    Host,
+    HostStatus,
+    Machine,
+    Network,
+    Org,
+    Peer,
+    PeerStatus,
+    Token,
+)
 
 E = TypeVar("E")
 
@@ -23,6 +33,7 @@ KINDS: dict[str, type[Any]] = {
     "hoststatus": HostStatus,
     "machine": Machine,
     "peer": Peer,
+    "peerstat": PeerStatus,
     "token": Token,
 }
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {cls: TypeAdapter(cls) for cls in KINDS.values()}

@@ -127,6 +127,7 @@ class Hosts:
             tx.delete(keys.host(name))
             tx.delete(keys.host_key(host.public_key))
             tx.delete(keys.gateway_peers(name))
+            tx.delete(keys.gateway_report(name))
             tx.delete(keys.host_status(name))
             for token in await self.tokens.list(kind=TokenKind.HOST):
                 if token.host == name:

@@ -14,6 +14,8 @@ Internal keys (never streamed):
     hostkey/<sha256 of key>         the host using a WireGuard public key: one key, one host
     gwpeers/<host>                  rewritten by every peer change on that gateway, so that a
                                     check over the gateway's peers (keys, routes) is compared
+    peerstat/<org>/<peer>           the peer's counters as its gateway last reported them
+    gwreport/<host>                 when that gateway last reported its peers' counters
     token/<sha256 hex>              a credential's record, keyed by the hash of its secret
     tokenid/<id>                    the hash of the token with that public ID (revocation)
 """
@@ -105,6 +107,14 @@ PEERS = "peer/"
 
 def peer_slot(net_id: int, host_id: int) -> str:
     return f"pslot/{net_id:08x}/{host_id:08x}"
+
+
+def peer_status(org: str, name: str) -> str:
+    return f"peerstat/{org}/{name}"
+
+
+def gateway_report(host: str) -> str:
+    return f"gwreport/{host}"
 
 
 def host_key(public_key: str) -> str:

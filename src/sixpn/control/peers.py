@@ -56,6 +56,13 @@ def parse_routes(routes: Iterable[str]) -> tuple[IPv6Network, ...]:
     return tuple(parsed)
 
 
+async def touch_gateway(tx: Tx, gateway: str) -> None:
+    """Read and rewrite the gateway's peer-change key: the commit then fails if any other peer
+    change on that gateway committed since we read its peers (keys, routes)."""
+    await tx.get(keys.gateway_peers(gateway))
+    tx.put_text(keys.gateway_peers(gateway), str(tx.now))
+
+
 class Peers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -87,7 +94,7 @@ class Peers:
                 )
             gateway = await self._gateway(tx, region)
             await tx.check_guard(keys.host(gateway.name), f"host '{gateway.name}'")
-            await self._touch_gateway(tx, gateway.name)
+            await touch_gateway(tx, gateway.name)
             await self._check_unique_on_gateway(gateway, public_key, wanted_routes)
 
             slot_key = keys.peer_slot(net.net_id, gateway.host_id)
@@ -129,12 +136,6 @@ class Peers:
             chosen = min(by_region[ordered[0].code], key=lambda h: h.host_id)
         return await tx.entity(Host, keys.host(chosen.name), host_missing(chosen.name))
 
-    async def _touch_gateway(self, tx: Tx, gateway: str) -> None:
-        """Read and rewrite the gateway's peer-change key: the commit then fails if any other
-        peer change on that gateway committed since we read its peers (keys, routes)."""
-        await tx.get(keys.gateway_peers(gateway))
-        tx.put_text(keys.gateway_peers(gateway), str(tx.now))
-
     async def _check_unique_on_gateway(
         self, gateway: Host, public_key: str, routes: tuple[IPv6Network, ...]
     ) -> None:
@@ -174,7 +175,8 @@ class Peers:
     async def delete(self, org: str, name: str) -> None:
         async def fn(tx: Tx) -> None:
             peer = await tx.entity(Peer, keys.peer(org, name), peer_missing(org, name))
-            await self._touch_gateway(tx, peer.gateway)
+            await touch_gateway(tx, peer.gateway)
             tx.delete(keys.peer(org, name))
+            tx.delete(keys.peer_status(org, name))
 
         await self.ctx.run(fn, what=f"deleting peer '{org}/{name}'")

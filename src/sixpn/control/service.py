@@ -11,14 +11,16 @@ from sixpn.control.hosts import Hosts
 from sixpn.control.machines import Machines
 from sixpn.control.orgs import Orgs
 from sixpn.control.peers import Peers
+from sixpn.control.peerstatus import DEFAULT_EPHEMERAL_IDLE, PeerStatuses
 from sixpn.control.tokens import Tokens
 
 
 class Service:
-    def __init__(self, ctx: Context) -> None:
+    def __init__(self, ctx: Context, *, ephemeral_idle: float = DEFAULT_EPHEMERAL_IDLE) -> None:
         self.ctx = ctx
         self.orgs = Orgs(ctx)
         self.tokens = Tokens(ctx)
         self.hosts = Hosts(ctx, self.tokens)
         self.machines = Machines(ctx)
         self.peers = Peers(ctx)
+        self.peer_status = PeerStatuses(ctx, ephemeral_idle)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -121,6 +122,24 @@ class DnsServer:
         self._udp.append(udp)
         drain = self._drain_c if self._fast and udp.family == socket.AF_INET6 else self._drain
         asyncio.get_running_loop().add_reader(udp.fileno(), drain, udp)
+
+    async def unlisten(self, host: str) -> None:
+        """Stop serving ``host`` (a gateway's ``<net48>::3`` whose network lost its last peer)."""
+        address = ipaddress.ip_address(host)
+
+        def on(sock: socket.socket) -> bool:
+            return ipaddress.ip_address(sock.getsockname()[0]) == address
+
+        loop = asyncio.get_running_loop()
+        for sock in [s for s in self._udp if on(s)]:
+            loop.remove_reader(sock.fileno())
+            sock.close()
+            self._udp.remove(sock)
+        for server in [s for s in self._tcp if any(on(x) for x in s.sockets)]:
+            server.close()
+            self._tcp.remove(server)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(server.wait_closed(), 1)
 
     def bound(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self._udp]

@@ -116,6 +116,26 @@ class Peer:
 
 
 @dataclass(frozen=True, slots=True)
+class PeerStatus:
+    """A client peer as its gateway's WireGuard interface sees it, reported by that gateway's
+    agent (``wg show``). Times: ``latest_handshake`` is the gateway's clock (0: never);
+    ``last_active`` and ``reported_at`` are the control plane's. ``last_active`` is when a report
+    first showed a new handshake or more bytes received from the peer (0: never): the clock of
+    ephemeral expiry (SPEC 5)."""
+
+    org: str
+    name: str
+    gateway: str
+    public_key: str
+    endpoint: str | None
+    latest_handshake: float
+    rx_bytes: int
+    tx_bytes: int
+    last_active: float
+    reported_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Token:
     """A credential's record. The secret itself is never stored, only its hash (the key)."""
 

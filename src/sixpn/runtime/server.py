@@ -7,6 +7,8 @@ standard error. Join tokens may be given the same way (``--join-token``/``SIXPN_
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import sys
 import tomllib
@@ -17,11 +19,12 @@ import uvicorn
 
 from sixpn.control.api.app import create_app
 from sixpn.control.context import Context
+from sixpn.control.peerstatus import DEFAULT_EPHEMERAL_IDLE
 from sixpn.control.service import Service
 from sixpn.core.regions import RegionCatalogue
 from sixpn.core.wireguard import split_endpoint
 from sixpn.model.entities import Region, TokenKind
-from sixpn.model.errors import InvalidInput
+from sixpn.model.errors import InvalidInput, SixpnError
 from sixpn.store.sqlite import SqliteStore
 
 log = logging.getLogger("sixpn.server")
@@ -35,6 +38,7 @@ class ServerSettings:
     join_tokens: tuple[str, ...] = ()
     regions_file: Path | None = None
     heartbeat_seconds: float = 10.0
+    ephemeral_idle: float = DEFAULT_EPHEMERAL_IDLE
 
 
 def load_regions(path: Path | None) -> RegionCatalogue:
@@ -69,7 +73,7 @@ async def prepare(settings: ServerSettings) -> tuple[Service, SqliteStore]:
     regions = load_regions(settings.regions_file)
     settings.db.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteStore.open(settings.db)
-    service = Service(Context(store=store, regions=regions))
+    service = Service(Context(store=store, regions=regions), ephemeral_idle=settings.ephemeral_idle)
     if settings.admin_token:
         await service.tokens.ensure(TokenKind.ADMIN, settings.admin_token, "operator's admin token")
     elif not await service.tokens.list(kind=TokenKind.ADMIN):
@@ -105,7 +109,23 @@ async def serve(settings: ServerSettings) -> None:
     # uvicorn waits for open responses on shutdown; change streams never end by themselves.
     config.timeout_graceful_shutdown = 1
     log.info("serving on %s (store %s)", settings.listen, settings.db)
+    sweeper = asyncio.create_task(expire_ephemeral(service), name="ephemeral-expiry")
     try:
         await server.serve()
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         await store.close()
+
+
+async def expire_ephemeral(service: Service) -> None:
+    """Remove idle ephemeral peers (SPEC 5), checking a few times per idle time (at most every
+    30 s). Every replica may run this: a removal is a compare-and-swap, done once."""
+    every = min(30.0, max(1.0, service.peer_status.ephemeral_idle / 4))
+    while True:
+        await asyncio.sleep(every)
+        try:
+            await service.peer_status.expire_idle()
+        except SixpnError as exc:  # the store is busy or away: try again next time
+            log.warning("expiring ephemeral peers: %s", exc.message)

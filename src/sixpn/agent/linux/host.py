@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import assert_never
 
 from sixpn.agent.linux import links, nft, wg
+from sixpn.agent.ports import PeerStats
 from sixpn.core.hoststate import (
     MACHINE_NETNS_PREFIX,
     WG_IF_PREFIX,
@@ -91,6 +92,18 @@ class LinuxHost:
             nft_rules_ok=table.rules_ok and links.forwarding_enabled(),
             partial_machines=aliases - machines,
         )
+
+    def peer_stats(self) -> list[PeerStats]:
+        return [
+            PeerStats(
+                row["public_key"],
+                row["endpoint"],
+                row["latest_handshake"],
+                row["rx_bytes"],
+                row["tx_bytes"],
+            )
+            for row in wg.peer_stats(self.wg_ifname)
+        ]
 
     def _present_wg(self, present: list[str]) -> str | None:
         if self.wg_ifname in present:

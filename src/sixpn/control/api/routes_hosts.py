@@ -9,9 +9,12 @@ from sixpn.control.api.schemas import (
     HostJoin,
     HostJoined,
     HostStatusReport,
+    PeerReport,
+    PeerReportAccepted,
     TokenCreate,
     TokenCreated,
 )
+from sixpn.control.peerstatus import Counters
 from sixpn.model.entities import Host, HostStatus, Region, Token, TokenKind
 from sixpn.model.errors import Forbidden, NotFound
 
@@ -57,6 +60,18 @@ async def report_status(
     return await svc.hosts.report_status(
         name, backend=body.backend, applied_revision=body.applied_revision, message=body.message
     )
+
+
+@router.put("/v1/hosts/{name}/peers")
+async def report_peers(
+    name: str, body: PeerReport, svc: Svc, token: Principal
+) -> PeerReportAccepted:
+    """A gateway's report of its client peers' counters; only with that host's credential."""
+    require(token, TokenKind.HOST)
+    if token.host != name:
+        raise Forbidden(f"this credential belongs to host '{token.host}', not '{name}'")
+    entries = [Counters(**line.model_dump()) for line in body.peers]
+    return PeerReportAccepted(accepted=await svc.peer_status.report(name, entries))
 
 
 @router.get("/v1/hosts/{name}/status")

@@ -106,3 +106,45 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class PeerCounters(Request):
+    """One peer's line in a gateway's report: ``wg show`` as the gateway sees it."""
+
+    org: str
+    name: str
+    public_key: str
+    endpoint: str | None = None
+    latest_handshake: float = Field(0.0, ge=0)  # Unix time on the gateway; 0: never
+    rx_bytes: int = Field(0, ge=0)
+    tx_bytes: int = Field(0, ge=0)
+
+
+class PeerReport(Request):
+    """Only the peers whose counters changed since the gateway's last report (maybe none)."""
+
+    peers: list[PeerCounters] = Field(default_factory=list, max_length=1000)
+
+
+class PeerReportAccepted(BaseModel):
+    accepted: int
+
+
+class PeerStatusView(BaseModel):
+    """``sixpn wireguard status``: a peer as its gateway last reported it."""
+
+    org: str
+    name: str
+    network: str
+    address: str
+    gateway: str
+    ephemeral: bool
+    reported: bool  # False: the gateway has not reported this peer (yet)
+    endpoint: str | None = None
+    latest_handshake: float | None = None  # None: never
+    handshake_age: float | None = None  # seconds, by the control plane's clock
+    rx_bytes: int = 0
+    tx_bytes: int = 0
+    last_active: float | None = None  # when a report last showed a handshake or bytes received
+    reported_at: float | None = None
+    expires_at: float | None = None  # ephemeral peers: removal time if it stays idle

@@ -9,6 +9,7 @@ packages=(
   sqlite3       # inspecting the control plane's store by hand
   dnsutils      # dig: the DNS tests ask the real server with the real client
   wireguard-tools  # wg, wg-quick
+  openresolv    # resolvconf: wg-quick's DNS= line in the lab's laptops (the real one)
   wireguard-go  # the userspace WireGuard, where the kernel has no module
   nftables      # nft: isolation
   iputils-ping  # ping from machines in the tests and the demo

@@ -44,7 +44,7 @@ from sixpn.view import Delta, View
 log = logging.getLogger("sixpn.agent")
 
 DATA_PATH_KINDS = frozenset({"host", "machine", "peer", "network"})
-PEER_REPORT_ALIVE = 60.0  # seconds: an empty peer report at least this often
+PEER_REPORT_ALIVE = 60.0  # seconds: an empty peer report at least this often (or 10 periods)
 MAX_PEER_BATCH = 1000  # peers per report request (the API's limit)
 
 
@@ -84,6 +84,7 @@ class Agent:
         self.dns: DnsServer | None = None
         self.reconciler: Reconciler | None = None
         self._status_due = asyncio.Event()
+        self._listen_due = asyncio.Event()
         self._last: tuple[int, HostState] | None = None
         self._dns_listening: set[str] = set()
 
@@ -160,6 +161,7 @@ class Agent:
                 asyncio.create_task(reconciler.run(), name="reconciler"),
                 asyncio.create_task(self._resync(follower), name="resync"),
                 asyncio.create_task(self._report(client, host), name="status"),
+                asyncio.create_task(self._serve_service_addresses(), name="dns-addresses"),
             ]
             if s.gateway:
                 reporter = self._report_peers(client, host, follower)
@@ -202,6 +204,16 @@ class Agent:
     def _applied(self, revision: int, desired: HostState) -> None:
         self._last = (revision, desired)
         self._status_due.set()
+        self._listen_due.set()
+
+    async def _serve_service_addresses(self) -> None:
+        """Follow each applied state's service addresses with DNS listeners, at once (a peer's
+        first query comes right after its wg-quick up; status reports wait a second)."""
+        while True:
+            await self._listen_due.wait()
+            self._listen_due.clear()
+            assert self._last is not None
+            await self._listen_on_service_addresses(self._last[1])
 
     async def _listen_on_service_addresses(self, desired: HostState) -> None:
         """DNS on every service address: fdaa::3, and on a gateway ``<net48>::3`` of each network
@@ -230,9 +242,11 @@ class Agent:
     async def _report_peers(self, client: Client, host: HostPort, follower: Follower) -> None:
         """A gateway's report of its client peers' counters (``wireguard status``, ephemeral
         expiry): every period, only the peers whose counters changed since the last report
-        that went through, in batches; with nothing changed, an empty report once a minute
-        tells the control plane that this gateway is still watching (control/peerstatus.py)."""
+        that went through, in batches; with nothing changed, an empty report every ten
+        periods (at most a minute apart) tells the control plane that this gateway is still
+        watching (control/peerstatus.py)."""
         me = self.settings.name
+        alive = min(PEER_REPORT_ALIVE, 10 * self.settings.peer_report_seconds)
         sent: dict[tuple[str, str], PeerCounters] = {}
         last_sent = 0.0
         while True:
@@ -254,7 +268,7 @@ class Agent:
                         tx_bytes=row.tx_bytes,
                     )
             changed = [c for key, c in now_seen.items() if sent.get(key) != c]
-            if not changed and time.monotonic() - last_sent < PEER_REPORT_ALIVE:
+            if not changed and time.monotonic() - last_sent < alive:
                 continue
             try:
                 for i in range(0, max(len(changed), 1), MAX_PEER_BATCH):
@@ -272,7 +286,6 @@ class Agent:
             assert self._last is not None
             assert self.reconciler is not None
             revision, desired = self._last
-            await self._listen_on_service_addresses(desired)
             stats = self.reconciler.stats
             self.data.save_status(
                 {

@@ -210,12 +210,15 @@ def exec_(ctx: click.Context, machine: str, command: tuple[str, ...]) -> None:
 @click.option("--org", required=True, envvar="SIXPN_ORG", help="The peer's organization.")
 @click.option("--network", default="default", show_default=True, help="The network it joins.")
 @click.option("--region", help="Gateway region (default: the lab's first gateway's).")
+@click.option("--ephemeral", is_flag=True, help="An ephemeral peer (removed when idle).")
 @click.pass_context
-def peer(ctx: click.Context, name: str, org: str, network: str, region: str | None) -> None:
+def peer(
+    ctx: click.Context, name: str, org: str, network: str, region: str | None, ephemeral: bool
+) -> None:
     """Create WireGuard peer NAME and bring up a laptop namespace with stock wg-quick."""
     the_lab = _lab(ctx)
     with _terminate_as_exit():
-        made = laptop.bring_up(the_lab, name, org, network, region)
+        made = laptop.bring_up(the_lab, name, org, network, region, ephemeral=ephemeral)
     click.echo(made["created"])
     click.echo(made["wg_quick"])
     click.echo(

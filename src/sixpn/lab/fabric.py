@@ -110,9 +110,11 @@ class Lab:
         *,
         resync: float = 5.0,
         progress: Callable[[str], None] | None = None,
+        ephemeral_idle: float | None = None,
     ) -> None:
         """Build the underlay, the hosts, the control plane and one agent per host; on any
-        failure or interruption, remove what was made (``down``) and re-raise."""
+        failure or interruption, remove what was made (``down``) and re-raise.
+        ``ephemeral_idle``: the server's ``--ephemeral-idle`` (default: the server's)."""
         say = progress or (lambda _: None)
         if self.state is not None:
             raise LabError(f"a lab is already up in {self.root} (sixpn lab down first)")
@@ -126,7 +128,7 @@ class Lab:
         self._save()
         try:
             self._underlay(hosts, say)
-            self._control_plane()
+            self._control_plane(ephemeral_idle)
             say(f"control plane: sixpn server on {self.control_url}, store {self.root}/server.db")
             for i, spec in enumerate(hosts, start=1):
                 self._agent(i, spec, resync)
@@ -198,8 +200,9 @@ class Lab:
         self.state.pids[role] = proc.pid
         self._save()
 
-    def _control_plane(self) -> None:
+    def _control_plane(self, ephemeral_idle: float | None) -> None:
         assert self.state is not None
+        idle = [] if ephemeral_idle is None else ["--ephemeral-idle", str(ephemeral_idle)]
         self._spawn(
             "server",
             [
@@ -217,6 +220,7 @@ class Lab:
                 self.state.join_token,
                 "--heartbeat",
                 "2",
+                *idle,
             ],
         )
         _wait(lambda: self.socket.exists() and self._healthy(), 20, "the control plane")
@@ -240,6 +244,7 @@ class Lab:
             "--data-dir": h["data_dir"],
             "--wg-ifname": h["wg_ifname"],
             "--resync": str(resync),
+            "--peer-report": "1",  # a gateway's peer counters: `sixpn wireguard status` at once
             "--upstream": "127.0.0.1:9",  # nothing listens: the lab forwards no names out
             "--metrics": f"127.0.0.1:{METRICS_PORT}",  # each host's own loopback
             # an "orchestrator" may have made a machine's namespace: the agent then uses it

@@ -254,6 +254,49 @@ async def test_wireguard_peers(server: ServerProcess, tmp_path: Path) -> None:
         assert [p.name for p in await c.list_peers("acme")] == [byo_answer["peer"]["name"]]
 
 
+async def test_wireguard_create_refuses_bad_input_and_creates_nothing(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    async with Client(server.url, server.admin_token) as c:
+        await c.create_org("acme")
+    await join(server, "gw1", "fra", gateway=True)
+    env = server.env()
+    taken = await ok(env, "wireguard", "create", "acme", "fra", "taken", str(tmp_path / "t.conf"))
+    assert "wrote" in taken.out
+    used_key = json.loads((await ok(env, "wireguard", "show", "acme", "taken", "--json")).out)[
+        "public_key"
+    ]
+    existing = tmp_path / "exists.conf"
+    existing.write_text("mine\n")
+    fresh = str(tmp_path / "fresh.conf")
+
+    cases = [
+        (("ghost", "fra", "p1", fresh), 1, "organization 'ghost' not found"),
+        (("acme", "atlantis", "p2", fresh), 2, "atlantis"),
+        (
+            ("acme", "fra", "p3", fresh, "--network", "nope"),
+            1,
+            "network 'nope' not found in organization 'acme'",
+        ),
+        (("acme", "fra", "taken", fresh), 1, "peer 'taken' already exists"),
+        (("acme", "fra", "Bad_Name", fresh), 2, "Bad_Name"),
+        (("acme", "fra", "p4", "--public-key", "not-a-key"), 2, "not a WireGuard key"),
+        (("acme", "fra", "p5", "--public-key", used_key), 1, "already used by peer 'acme/taken'"),
+        (("acme", "fra", "p6", str(existing)), 1, "already exists"),
+        (("acme", "fra", "p7", fresh, "--route", "10.0.0.0/8"), 2, "not an IPv6 prefix"),
+        (("acme", "fra", "p8", fresh, "--route", "fdaa:1::/32"), 1, "overlaps 6PN"),
+    ]
+    results = await asyncio.gather(*(sixpn(env, "wireguard", "create", *a) for a, _, _ in cases))
+    for (args, code, fragment), result in zip(cases, results, strict=True):
+        assert result.code == code, (args, result)
+        assert fragment in result.err, (args, result)
+        assert "Traceback" not in result.err
+    assert existing.read_text() == "mine\n"  # never overwritten
+    assert not await asyncio.to_thread(Path(fresh).exists)  # nothing written when refused
+    listed = await ok(env, "wireguard", "list", "acme", "--json")
+    assert [p["name"] for p in json.loads(listed.out)] == ["taken"]  # nothing created
+
+
 async def test_failures_without_a_server() -> None:
     env = dict(os.environ, SIXPN_API=f"http://127.0.0.1:{free_port()}", SIXPN_TOKEN="t")
     no_token = dict(env)

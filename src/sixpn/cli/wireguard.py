@@ -283,3 +283,8 @@ def remove(args: tuple[str, ...]) -> None:
     org, name = _org_and_name(args)
     call(lambda c: c.delete_peer(org, name))
     click.echo(f"removed peer {name} (org {org})")
+
+
+from sixpn.cli.wgdoctor import doctor as _doctor  # noqa: E402  (its own module: offline, no API)
+
+wireguard.add_command(_doctor)

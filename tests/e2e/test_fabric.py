@@ -24,10 +24,10 @@ from sixpn.core import addressing
 from sixpn.core.hoststate import machine_ifname
 from sixpn.lab import netns
 from sixpn.lab.fabric import METRICS_PORT, HostSpec, Lab
+from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 Machine = dict[str, Any]
 
 
@@ -52,23 +52,11 @@ class Fabric:
         r = self.run(src, "ping", "-6", "-c", str(count), "-W", "1", "-i", "0.2", dst)
         return r.returncode == 0
 
-    @contextlib.contextmanager
-    def listening(self, machine: Machine, kind: str, port: int) -> Iterator[Path]:
+    def listening(
+        self, machine: Machine, kind: str, port: int
+    ) -> contextlib.AbstractContextManager[Path]:
         out = self.tmp / f"{machine['id']}-{kind}-{port}.log"
-        out.write_text("")
-        argv = [sys.executable, "-m", "tests.netns.listener", kind, str(port), str(out)]
-        proc = subprocess.Popen(
-            netns.exec_argv(self.lab.machine_ns(machine["id"]), argv),
-            stdout=subprocess.PIPE,
-            cwd=ROOT,
-        )
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == b"ready"
-            yield out
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
+        return listening(self.lab.machine_ns(machine["id"]), kind, port, out)
 
     def tcp(self, src: Machine, dst: str, port: int) -> bool:
         code = (

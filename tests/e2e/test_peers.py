@@ -23,10 +23,10 @@ import pytest
 from sixpn.core import addressing
 from sixpn.lab import laptop, netns
 from sixpn.lab.fabric import HostSpec, Lab
+from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[2]
 IDLE = 30.0  # the lab server's --ephemeral-idle: above wg-quick's 15 s keepalive
 
 
@@ -76,19 +76,8 @@ class World:
         ifname = self.lab.state.hosts["a"]["wg_ifname"]
         return set(self.lab.host_run("a", ["wg", "show", ifname, "peers"]).stdout.split())
 
-    @contextlib.contextmanager
-    def listening(self, ns: str, kind: str, port: int) -> Iterator[Path]:
-        out = self.tmp / f"{ns}-{kind}-{port}.log"
-        out.write_text("")
-        argv = [sys.executable, "-m", "tests.netns.listener", kind, str(port), str(out)]
-        proc = subprocess.Popen(netns.exec_argv(ns, argv), stdout=subprocess.PIPE, cwd=ROOT)
-        try:
-            assert proc.stdout is not None
-            assert proc.stdout.readline().strip() == b"ready"
-            yield out
-        finally:
-            proc.kill()
-            proc.wait(timeout=10)
+    def listening(self, ns: str, kind: str, port: int) -> contextlib.AbstractContextManager[Path]:
+        return listening(ns, kind, port, self.tmp / f"{ns}-{kind}-{port}.log")
 
 
 def ping(run: Callable[..., subprocess.CompletedProcess[str]], dst: str, count: int = 1) -> bool:

@@ -7,8 +7,31 @@ line), so that the tests observe delivery at the receiver (a reply can go astray
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@contextlib.contextmanager
+def listening(ns: str, kind: str, port: int, out: Path) -> Iterator[Path]:
+    """Run this listener in namespace ``ns`` until the block ends; yields the file it writes."""
+    from sixpn.lab import netns
+
+    out.write_text("")
+    argv = [sys.executable, "-m", "tests.netns.listener", kind, str(port), str(out)]
+    proc = subprocess.Popen(netns.exec_argv(ns, argv), stdout=subprocess.PIPE, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"ready"
+        yield out
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
 
 
 def main() -> None:

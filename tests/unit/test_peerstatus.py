@@ -60,7 +60,7 @@ async def test_a_report_is_stored_per_peer_and_only_for_the_gateways_own_peers()
     svc, clock = await fleet()
     key = wg_key()
     await svc.peers.create("acme", "laptop", key, region="fra")
-    peer, status = await svc.peer_status.get("acme", "laptop")
+    _peer, status = await svc.peer_status.get("acme", "laptop")
     assert status is None  # never reported: "never" in the CLI
     taken = await svc.peer_status.report(
         "gw",
@@ -80,7 +80,8 @@ async def test_a_report_is_stored_per_peer_and_only_for_the_gateways_own_peers()
     assert await svc.peer_status.report("gw2", [line("acme", "laptop", key, rx=9)]) == 0
     assert await svc.peer_status.report("gw", [line("acme", "laptop", wg_key(), rx=9)]) == 0
     _, status = await svc.peer_status.get("acme", "laptop")
-    assert status is not None and status.rx_bytes == 1200
+    assert status is not None
+    assert status.rx_bytes == 1200
     with pytest.raises(NotFound):
         await svc.peer_status.get("acme", "nobody")
     with pytest.raises(InvalidInput) as bad:
@@ -118,7 +119,8 @@ async def test_an_idle_ephemeral_peer_is_removed_and_an_active_one_is_kept() -> 
         await svc.peer_status.expire_idle()
     assert await names(svc) == ["active", "kept"]
     _, status = await svc.peer_status.get("acme", "active")
-    assert status is not None and status.last_active == clock.now
+    assert status is not None
+    assert status.last_active == clock.now
     # Idle long enough, the last one goes too; a non-ephemeral peer never does.
     clock.now += IDLE + 1
     await svc.peer_status.report("gw", [])
@@ -150,8 +152,10 @@ async def test_a_counter_reset_is_no_sign_of_life_but_new_bytes_after_it_are() -
     clock.now += 30
     await svc.peer_status.report("gw", [line("acme", "laptop", key)])  # set again: zeros
     _, status = await svc.peer_status.get("acme", "laptop")
-    assert status is not None and status.last_active == active
+    assert status is not None
+    assert status.last_active == active
     clock.now += 5
     await svc.peer_status.report("gw", [line("acme", "laptop", key, rx=64)])
     _, status = await svc.peer_status.get("acme", "laptop")
-    assert status is not None and status.last_active == clock.now
+    assert status is not None
+    assert status.last_active == clock.now

@@ -77,3 +77,12 @@ bench-datapath-confirm:
 bench-resync: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 util-linux
 	$(BIN)/python bench/resync_bench.py $(BENCH_ARGS)
+
+# WireGuard peers on one gateway (SPEC 9 scale): installing 1, 100 and 5,000 peers with the
+# agent's adapter against `wg setconf`, one peer added/removed at 5,000, memory, and a lab's
+# API call -> installed -> a laptop's first ping (root; see bench/README.md), ~15 min.
+# `make bench-peers BENCH_ARGS=--quick` for a smoke run.
+.PHONY: bench-peers
+bench-peers: venv
+	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
+	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import os
 import pickle
 import secrets
@@ -51,8 +52,10 @@ from sixpn.core.plan import (
     AddRoute,
     AddSources,
     Op,
+    RemovePeers,
     RemoveSources,
     ReplaceNftTable,
+    SetPeers,
     UnwireMachine,
     WireMachine,
     plan,
@@ -567,6 +570,69 @@ def test_two_hosts_over_wireguard(lab: Lab) -> None:
     assert not Path(f"/var/run/wireguard/{wg_a}.sock").exists()
 
 
+def client_peer(slot: int, host_id: int) -> WgPeer:
+    public = base64.b64encode(secrets.token_bytes(32)).decode()
+    return WgPeer(public, frozenset({addressing.peer_prefix(NET_A, host_id, slot)}))
+
+
+def allowed_ips(ns: str, ifname: str) -> dict[str, str]:
+    """Public key -> allowed IPs, as ``wg show`` prints them to an operator."""
+    out = sh("ip", "netns", "exec", ns, "wg", "show", ifname, "allowed-ips")
+    return dict(line.split("\t", 1) for line in out.splitlines())
+
+
+def test_a_gateways_peers_go_in_batches_and_one_change_touches_one_peer(lab: Lab) -> None:
+    """More peers than one ``wg set`` takes (3 batches), then one added and one removed: each
+    plan is one operation on that peer, and every other peer is as it was."""
+    h = lab.host_ns()
+    host_id = 0x100 + secrets.randbits(20)
+    ifname = wg_ifname(host_id)
+    key, _ = lab.key("gw")
+    host = lab.hosts[h] = LinuxHost(ifname, key, "wireguard-go")
+    count = 2 * wg.BATCH_PEERS + 100
+    peers = [client_peer(slot, host_id) for slot in range(count)]
+    want = desired_for(ifname, [], set(), listen_port=PORT, wg_peers=frozenset(peers))
+    ((ops, after, again),) = inside(h, call(converge, host, want))
+    assert SetPeers(frozenset(peers)) in ops
+    assert after == want
+    assert again == []
+    before = allowed_ips(h, ifname)
+    assert len(before) == count
+
+    extra = client_peer(count, host_id)
+    more = dataclasses.replace(want, wg_peers=want.wg_peers | {extra})
+    ((ops, after, again),) = inside(h, call(converge, host, more))
+    assert ops == [SetPeers(frozenset({extra}))]
+    assert (after, again) == (more, [])
+    assert allowed_ips(h, ifname) == before | {extra.public_key: str(*extra.allowed_ips)}
+
+    gone = peers[count // 2]
+    fewer = dataclasses.replace(more, wg_peers=more.wg_peers - {gone})
+    ((ops, after, again),) = inside(h, call(converge, host, fewer))
+    assert ops == [RemovePeers(frozenset({gone.public_key}))]
+    assert (after, again) == (fewer, [])
+    expected = before | {extra.public_key: str(*extra.allowed_ips)}
+    del expected[gone.public_key]
+    assert allowed_ips(h, ifname) == expected
+
+    # Everything removed in batches too.
+    empty = dataclasses.replace(fewer, wg_peers=frozenset())
+    ((ops, after, again),) = inside(h, call(converge, host, empty))
+    assert ops == [RemovePeers(frozenset(p.public_key for p in fewer.wg_peers))]
+    assert (after, again) == (empty, [])
+    lab.teardown(h)
+
+
+def test_peer_batches_stay_within_their_limits() -> None:
+    clauses = [["peer", f"{i:043d}=", "allowed-ips", "fdaa::/120"] for i in range(1201)]
+    batches = list(wg._batches(clauses))
+    assert [len(b) for b, _, _ in batches] == [500, 500, 201]
+    assert batches[0][1:] == (f"{0:043d}=", f"{499:043d}=")
+    # a peer with many routes: the byte budget cuts first
+    big = [["peer", f"{i:043d}=", "allowed-ips", "x" * 100_000] for i in range(5)]
+    assert [len(b) for b, _, _ in wg._batches(big)] == [2, 2, 1]
+
+
 def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
     h = lab.host_ns()
     m = lab.machine(NET_A, 1, 0x10001)
@@ -615,7 +681,7 @@ def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
     assert results[27] == nft.Contents(frozenset(), frozenset(), False)
     assert not netns.exists(m.netns)
     # Failures arrive as SixpnError subclasses naming what was being done.
-    ((status, message),) = outcomes(h, call(wg.set_peer, "sxwnone", WgPeer("x", frozenset())))
+    ((status, message),) = outcomes(h, call(wg.set_peers, "sxwnone", [WgPeer("x", frozenset())]))
     assert status == "error"
     assert message.startswith("SixpnError: setting peer x on sxwnone")
     ((status, message),) = outcomes(h, call(links.wire_machine, m, create_netns=False))

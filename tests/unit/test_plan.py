@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sixpn.cli.doctor import describe
 from sixpn.core import addressing
 from sixpn.core.desired import desired_state
 from sixpn.core.hoststate import (
@@ -23,7 +24,7 @@ from sixpn.core.hoststate import (
     machine_netns,
     source_of,
 )
-from sixpn.core.plan import SetPeer, apply, plan
+from sixpn.core.plan import EnsureWg, RemovePeers, SetPeers, apply, plan
 from sixpn.model.entities import Host, Machine, MachineState, Peer
 
 pytestmark = pytest.mark.unit
@@ -163,7 +164,49 @@ def test_a_client_peers_learned_endpoint_is_not_a_difference() -> None:
     moved = WgPeer(KEYS[1], want.allowed_ips, endpoint="192.0.2.2:51820")
     roamed = WgPeer(KEYS[1], want.allowed_ips, endpoint="192.0.2.9:51820")
     mesh = HostState("sxw1", 51820, frozenset({moved}))
-    assert plan(HostState("sxw1", 51820, frozenset({roamed})), mesh) == [SetPeer(moved)]
+    assert plan(HostState("sxw1", 51820, frozenset({roamed})), mesh) == [
+        SetPeers(frozenset({moved}))
+    ]
+
+
+def gateway_peers(n: int) -> list[WgPeer]:
+    """``n`` client peers of network 1 on gateway host 7, as a gateway holds them."""
+    return [WgPeer(f"{i:043d}=", frozenset({addressing.peer_prefix(1, 7, i)})) for i in range(n)]
+
+
+def test_one_peer_added_or_removed_among_5000_is_an_operation_on_that_peer_alone() -> None:
+    """SPEC 9: one gateway holds 5,000 peers; adding or removing one touches no other."""
+    *held, new = gateway_peers(5001)
+    before = HostState("sxw7", 51820, frozenset(held))
+    after = dataclasses.replace(before, wg_peers=before.wg_peers | {new})
+    assert plan(before, after) == [SetPeers(frozenset({new}))]
+    gone = held[1234]
+    without = dataclasses.replace(before, wg_peers=before.wg_peers - {gone})
+    assert plan(before, without) == [RemovePeers(frozenset({gone.public_key}))]
+    # a peer whose routes changed: that peer, with exactly its new allowed IPs
+    routed = WgPeer(gone.public_key, gone.allowed_ips | {IPv6Network("2001:db8::/64")})
+    rerouted = dataclasses.replace(without, wg_peers=without.wg_peers | {routed})
+    assert plan(before, rerouted) == [SetPeers(frozenset({routed}))]
+    # a host whose listen port changed keeps its interface, so its peers stay
+    moved_port = dataclasses.replace(after, listen_port=51821)
+    assert plan(before, moved_port) == [EnsureWg("sxw7", 51821), SetPeers(frozenset({new}))]
+
+
+def test_a_batch_of_peers_is_one_operation_whose_text_stays_short() -> None:
+    peers = gateway_peers(5000)
+    (op,) = plan(HostState("sxw7", 51820), HostState("sxw7", 51820, frozenset(peers)))
+    assert op == SetPeers(frozenset(peers))
+    assert str(op).startswith("SetPeers(5000 peers: 0000")
+    assert str(op).endswith(" and 4997 more)")
+    assert len(str(op)) < 300
+    (gone,) = plan(HostState("sxw7", 51820, frozenset(peers)), HostState("sxw7", 51820))
+    assert gone == RemovePeers(frozenset(p.public_key for p in peers))
+    assert len(str(gone)) < 200
+    # `sixpn doctor isolation` says the same in a line: how many, and the first few
+    assert describe(op).startswith("WireGuard peers missing or different (5000): 000000000000...")
+    assert describe(gone).endswith(" and 4990 more")
+    one = SetPeers(frozenset(peers[:1]))
+    assert str(one) == f"SetPeers(1 peer: {peers[0].public_key} (fdaa:0:1:0:7:0:a:0/120))"
 
 
 def host(name: str, host_id: int, region: str = "fra", *, gateway: bool = False) -> Host:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
+
+import pytest
 
 from sixpn.agent.ports import FakeHost
 from sixpn.agent.reconciler import Reconciler
+from sixpn.core import addressing
 from sixpn.core.hoststate import HostState
-from sixpn.core.plan import Op
-from sixpn.model.entities import Host
+from sixpn.core.plan import Op, RemovePeers, SetPeers
+from sixpn.model.entities import Host, Peer
 from sixpn.view import View
 from tests.unit.test_plan import host, machine
 
@@ -35,11 +39,33 @@ class CountingHost(FakeHost):
 
 
 H1, H2 = host("h1", 1), host("h2", 2)
+GW = host("gw", 3, gateway=True)
 
 
 def view(revision: int, *machines_on: tuple[str, Host]) -> View:
     ms = {mid: machine(mid, h, 0x10) for mid, h in machines_on}
     return View(revision=revision, hosts={"h1": H1, "h2": H2}, machines=ms)
+
+
+def peer(slot: int) -> Peer:
+    return Peer(
+        org="o",
+        name=f"p{slot}",
+        network="default",
+        net_id=0x10,
+        gateway="gw",
+        host_id=GW.host_id,
+        slot=slot,
+        address=addressing.peer_address(0x10, GW.host_id, slot),
+        public_key=f"{slot:043d}=",
+        ephemeral=False,
+        created_at=0.0,
+    )
+
+
+def gateway_view(revision: int, slots: range | list[int]) -> View:
+    ps = {("o", f"p{s}"): peer(s) for s in slots}
+    return View(revision=revision, hosts={"gw": GW, "h1": H1}, peers=ps)
 
 
 @contextlib.asynccontextmanager
@@ -98,3 +124,33 @@ async def test_a_failed_run_makes_the_next_one_read() -> None:
         await settle(r, 2)
         assert h.reads == 2
         assert len(h.state.machines) == 1
+
+
+async def test_a_gateway_with_5000_peers_applies_one_peer_per_peer_change(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Installing 5,000 peers is one batch; one peer added or removed then is an operation on
+    that peer alone, and every log line stays short."""
+    h = CountingHost()
+    r = Reconciler(h, lambda v: "gw", listen_port=51820)
+    caplog.set_level(logging.INFO, logger="sixpn.agent.reconcile")
+    async with running(r):
+        r.request(gateway_view(1, range(5000)), full=True)
+        await settle(r, 1)
+        batches = [op for op in h.applied if isinstance(op, SetPeers)]
+        assert [len(op.peers) for op in batches] == [5001]  # the clients and host h1
+        assert len(h.state.wg_peers) == 5001
+
+        h.applied.clear()
+        r.request(gateway_view(2, [*range(5000), 5000]))
+        await settle(r, 2)
+        (op,) = h.applied
+        assert isinstance(op, SetPeers)
+        assert [p.public_key for p in op.peers] == [peer(5000).public_key]
+
+        h.applied.clear()
+        r.request(gateway_view(3, [s for s in range(5001) if s != 17]))
+        await settle(r, 3)
+        assert h.applied == [RemovePeers(frozenset({peer(17).public_key}))]
+        assert len(h.state.wg_peers) == 5001  # 5,000 clients and host h1
+    assert max(len(rec.getMessage()) for rec in caplog.records) < 200

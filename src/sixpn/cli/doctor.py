@@ -51,10 +51,12 @@ def describe(op: object) -> str:
             return f"machine {link.machine_id} not (fully) wired ({link.address})"
         case p.UnwireMachine(link=link):
             return f"machine {link.machine_id} wired but should not be ({link.address})"
-        case p.SetPeer(peer=peer):
-            return f"WireGuard peer {peer.public_key[:12]}... missing or different"
-        case p.RemovePeer(public_key=key):
-            return f"WireGuard peer {key[:12]}... should not be there"
+        case p.SetPeers(peers=peers):
+            keys = _some(sorted(f"{peer.public_key[:12]}..." for peer in peers))
+            return f"WireGuard peers missing or different ({len(peers)}): {keys}"
+        case p.RemovePeers(public_keys=public_keys):
+            keys = _some(sorted(f"{key[:12]}..." for key in public_keys))
+            return f"WireGuard peers that should not be there ({len(public_keys)}): {keys}"
         case p.AddAddress(address=a):
             return f"service address missing on lo: {a}"
         case p.RemoveAddress(address=a):
@@ -64,6 +66,12 @@ def describe(op: object) -> str:
         case p.RemoveWg(ifname=name):
             return f"WireGuard interface {name} should not be there"
     return str(op)
+
+
+def _some(names: list[str], shown: int = 10) -> str:
+    """The first ``shown`` names and how many more: a gateway may miss thousands of peers."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 @doctor.command("isolation")

@@ -94,7 +94,8 @@ def desired_state(
     routes = {Route(SIXPN_ROUTE, wg)} | {Route(link.prefix, link.host_ifname) for link in links}
     service = {addressing.DNS_ADDRESS}
     if me.gateway:
-        service |= {addressing.network_service_address(p.net_id) for p in served}
+        # one address per network, not per peer: a gateway serves thousands of peers
+        service |= {addressing.network_service_address(n) for n in {p.net_id for p in served}}
     pairs: frozenset[IPv6Network] = frozenset(
         addressing.network_prefix(n) for n in present.get(me.name, ())
     )

@@ -12,7 +12,8 @@ Choices where the state type is silent:
   ``ReplaceNftTable``, which rewrites the table and turns forwarding back on.
 - if this host's interface is absent but another ``sxw*`` link exists (the host ID changed),
   ``read`` reports that one, so that the planner removes it.
-- peers are set on this host's interface (``SetPeer`` carries no interface name).
+- peers are set on this host's interface (``SetPeers`` carries no interface name), one
+  ``wg set`` per batch (``wg.set_peers``).
 """
 
 from __future__ import annotations
@@ -39,12 +40,12 @@ from sixpn.core.plan import (
     Op,
     RemoveAddress,
     RemovePairs,
-    RemovePeer,
+    RemovePeers,
     RemoveRoute,
     RemoveSources,
     RemoveWg,
     ReplaceNftTable,
-    SetPeer,
+    SetPeers,
     UnwireMachine,
     WireMachine,
 )
@@ -119,10 +120,10 @@ class LinuxHost:
                 links.enable_forwarding()
             case RemoveWg(ifname=ifname):
                 wg.remove_interface(ifname)
-            case SetPeer(peer=peer):
-                wg.set_peer(self.wg_ifname, peer)
-            case RemovePeer(public_key=key):
-                wg.remove_peer(self.wg_ifname, key)
+            case SetPeers(peers=peers):
+                wg.set_peers(self.wg_ifname, peers)
+            case RemovePeers(public_keys=keys):
+                wg.remove_peers(self.wg_ifname, keys)
             case AddAddress(address=address):
                 links.add_address(address)
             case RemoveAddress(address=address):

@@ -7,9 +7,11 @@ agent restart does not interrupt traffic, and deleting the link is what stops th
 
 Rules that hold:
 
-- ``set_peer`` gives a peer exactly the allowed IPs it is given (``wg set ... allowed-ips``
-  replaces the list); an endpoint is set only when given, as a client peer's endpoint is learned
-  from its packets;
+- ``set_peers`` gives each peer exactly the allowed IPs it is given (``wg set ... allowed-ips``
+  replaces the list) and touches no other peer of the interface; an endpoint is set only when
+  given, as a client peer's endpoint is learned from its packets;
+- peers are set and removed in batches, one ``wg set`` with many ``peer`` clauses, each batch
+  well under ARG_MAX;
 - wireguard-go's control sockets live in ``/var/run/wireguard/<ifname>.sock`` for every
   namespace, so interface names must be unique on the machine (``sxw<host id>`` is);
 - ``read`` returns None when the interface does not exist in this namespace.
@@ -22,6 +24,7 @@ import os
 import secrets
 import shutil
 import signal
+from collections.abc import Iterable, Iterator
 from ipaddress import IPv6Network, ip_network
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,10 @@ KERNEL = "kernel"
 WIREGUARD_GO = "wireguard-go"
 MTU = 1420  # 1500 minus the IPv6 + UDP + WireGuard overhead (80 bytes)
 SOCKET_DIR = Path("/var/run/wireguard")
+# Peers per `wg set` and its argument bytes: beyond ~500 a batch saves nothing measurable
+# (docs/benchmarks.md), and a failing batch's error names fewer peers.
+BATCH_PEERS = 500
+BATCH_BYTES = 256 * 1024
 log = logging.getLogger(__name__)
 
 
@@ -135,18 +142,57 @@ def remove_interface(ifname: str) -> None:
             _sys.wait_for(lambda: not _alive(pid), f"{what}: stopping wireguard-go {pid}")
 
 
-def set_peer(ifname: str, peer: WgPeer) -> None:
-    """Add or update ``peer``: its allowed IPs become exactly ``peer.allowed_ips``."""
+def set_peers(ifname: str, peers: Iterable[WgPeer]) -> None:
+    """Add or update ``peers``: each one's allowed IPs become exactly its ``allowed_ips``.
+
+    One ``wg set`` per batch of peers (several ``peer`` clauses), not per peer: a process costs
+    ~1.5 ms here, the work per peer inside one ~0.13 ms (docs/benchmarks.md).
+    """
+    clauses = [_peer_clause(p) for p in sorted(peers, key=lambda p: p.public_key)]
+    for batch, first, last in _batches(clauses):
+        what = (
+            f"setting peer {first} on {ifname}"
+            if first == last
+            else f"setting {len(batch)} peers on {ifname} ({first} to {last})"
+        )
+        _sys.run(["wg", "set", ifname, *(arg for clause in batch for arg in clause)], what)
+
+
+def remove_peers(ifname: str, public_keys: Iterable[str]) -> None:
+    """Remove the peers with ``public_keys`` (absent ones are fine), one ``wg set`` per batch."""
+    clauses = [["peer", key, "remove"] for key in sorted(public_keys)]
+    for batch, first, last in _batches(clauses):
+        what = (
+            f"removing peer {first} from {ifname}"
+            if first == last
+            else f"removing {len(batch)} peers from {ifname} ({first} to {last})"
+        )
+        _sys.run(["wg", "set", ifname, *(arg for clause in batch for arg in clause)], what)
+
+
+def _peer_clause(peer: WgPeer) -> list[str]:
     allowed = ",".join(str(n) for n in sorted(peer.allowed_ips, key=_net_key))
-    argv = ["wg", "set", ifname, "peer", peer.public_key, "allowed-ips", allowed]
+    clause = ["peer", peer.public_key, "allowed-ips", allowed]
     if peer.endpoint is not None:
-        argv += ["endpoint", peer.endpoint]
-    argv += ["persistent-keepalive", str(peer.keepalive) if peer.keepalive else "off"]
-    _sys.run(argv, f"setting peer {peer.public_key} on {ifname}")
+        clause += ["endpoint", peer.endpoint]
+    return [*clause, "persistent-keepalive", str(peer.keepalive) if peer.keepalive else "off"]
 
 
-def remove_peer(ifname: str, public_key: str) -> None:
-    _sys.run(["wg", "set", ifname, "peer", public_key, "remove"], f"removing peer {public_key}")
+def _batches(clauses: list[list[str]]) -> Iterator[tuple[list[list[str]], str, str]]:
+    """``clauses`` cut into batches of at most :data:`BATCH_PEERS` peers and
+    :data:`BATCH_BYTES` of arguments (far below ARG_MAX, which is 2 MiB with the default
+    stack limit, whatever routes the peers carry); each with its first and last key."""
+    batch: list[list[str]] = []
+    size = 0
+    for clause in clauses:
+        length = sum(len(arg) + 1 for arg in clause)
+        if batch and (len(batch) == BATCH_PEERS or size + length > BATCH_BYTES):
+            yield batch, batch[0][1], batch[-1][1]
+            batch, size = [], 0
+        batch.append(clause)
+        size += length
+    if batch:
+        yield batch, batch[0][1], batch[-1][1]
 
 
 def read(ifname: str) -> tuple[int, frozenset[WgPeer]] | None:
@@ -154,17 +200,18 @@ def read(ifname: str) -> tuple[int, frozenset[WgPeer]] | None:
 
     Allowed IPs that are not IPv6 are left out: the agent never sets them.
     """
+    global _parsed
     rows = _dump(ifname)
     if rows is None:
         return None
     port = int(rows[0][2])
     peers = set()
+    known, parsed = _parsed, {}
     for key, _psk, endpoint, allowed, _hs, _rx, _tx, keepalive in rows[1:]:
-        nets = frozenset(
-            n
-            for n in (ip_network(a, strict=False) for a in allowed.split(",") if a != "(none)")
-            if isinstance(n, IPv6Network)
-        )
+        nets = known.get(allowed)
+        if nets is None:
+            nets = _allowed_ips(allowed)
+        parsed[allowed] = nets
         peers.add(
             WgPeer(
                 public_key=key,
@@ -173,7 +220,19 @@ def read(ifname: str) -> tuple[int, frozenset[WgPeer]] | None:
                 keepalive=0 if keepalive == "off" else int(keepalive),
             )
         )
+    _parsed = parsed  # what this read saw: the memo never outgrows the interface
     return port, frozenset(peers)
+
+
+# Allowed-IPs text of the last read -> its networks. Parsing them with `ipaddress` cost 40 of the
+# 55 ms of Python a read of 5,000 peers took (docs/benchmarks.md); from one read to the next
+# almost every peer's text is the same, and a dict lookup costs nothing in comparison.
+_parsed: dict[str, frozenset[IPv6Network]] = {}
+
+
+def _allowed_ips(text: str) -> frozenset[IPv6Network]:
+    nets = (ip_network(a, strict=False) for a in text.split(",") if a != "(none)")
+    return frozenset(n for n in nets if isinstance(n, IPv6Network))
 
 
 def peer_stats(ifname: str) -> list[dict[str, Any]]:

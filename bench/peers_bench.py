@@ -143,8 +143,9 @@ def lab_part(args: argparse.Namespace) -> dict[str, Any]:
         out["peers_full"] = peer_lab.installed()
         out["samples_full"] = [peer_lab.sample(args.samples + i) for i in range(args.samples)]
         out["peers_end"] = peer_lab.installed()
-        if out["peers_end"] != peer_lab.created:
-            raise SystemExit(f"peers bench: gateway holds {out['peers_end']} of {peer_lab.created}")
+        held = peer_lab.created - peer_lab.removed  # the samples are removed again
+        if out["peers_end"] != held:
+            raise SystemExit(f"peers bench: gateway holds {out['peers_end']} of {held}")
         return out
     finally:
         if peer_lab is not None:

@@ -51,6 +51,7 @@ class PeerLab:
         self.agent_pid = lab.state.pids["agent-gw"]
         self.log = lab.root / "agent-gw.log"
         self.created = 0
+        self.removed = 0  # sample peers removed again (their removal is measured too)
         lab_id = lab.state.lab_id
         # "z" is no hex digit: no clash with laptop.py's sxl<lab id><n> or l<lab id><n>
         self.laptop = f"{netns.PREFIX}l{lab_id}-bench"
@@ -113,14 +114,14 @@ class PeerLab:
         them all. Returns how long the creates took (by thousands) and the wait."""
         started = time.perf_counter()
         marks: list[tuple[int, float]] = []
-        while self.created < total:
+        while self.created - self.removed < total:
             self.create(f"p{self.created}", generate_keypair().public_key)
-            if self.created % 500 == 0 or self.created == total:
+            if self.created % 500 == 0 or self.created - self.removed == total:
                 marks.append((self.created, time.perf_counter() - started))
                 self.say(f"  {self.created} peers created, {marks[-1][1]:.0f} s")
         created_s = time.perf_counter() - started
         deadline = time.monotonic() + 600
-        while (have := self.installed()) < total:
+        while (have := self.installed()) < self.created - self.removed:
             if time.monotonic() > deadline:
                 raise SystemExit(f"peers bench: gateway holds {have} of {total} peers after 10 min")
             time.sleep(0.5)
@@ -138,6 +139,9 @@ class PeerLab:
         wall0, t0 = time.time(), time.perf_counter()
         body = self.create(f"s{i}", keys.public_key)
         api_s = time.perf_counter() - t0
+        # As `sixpn wireguard create` does: the file is handed out once the gateway has the
+        # peer (the API's `installed`), so wg-quick's first handshake is not dropped.
+        handed_out_s = self.wait_installed(f"s{i}") - t0
         peer, gw = body["peer"], body["gateway"]
         text = render_wg_quick(
             keys.private_key,
@@ -160,13 +164,38 @@ class PeerLab:
         down = self.wg_quick("down")
         if down.returncode != 0:
             raise SystemExit(f"peers bench: wg-quick down: {down.stderr.strip()[-500:]}")
+        installed_s = self.installed_at(keys.public_key, offset) - wall0
         return {
             "api_s": api_s,
-            "installed_s": self.installed_at(keys.public_key, offset) - wall0,
+            "installed_s": installed_s,
+            "handed_out_s": handed_out_s,
             "wg_quick_up_s": up_s,
             "up_started_s": t_up - t0,
             "first_ping_s": ping_s,
+            "removed_s": self.remove(f"s{i}", keys.public_key),
         }
+
+    def wait_installed(self, name: str, timeout: float = 10) -> float:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.api.get(f"/v1/orgs/{ORG}/peers/{name}/status").json()["installed"]:
+                return time.perf_counter()
+            time.sleep(0.02)
+        raise SystemExit(f"peers bench: peer {name} not installed after {timeout} s")
+
+    def remove(self, name: str, public_key: str, timeout: float = 10) -> float:
+        """Seconds from the API call that removes the peer to the gateway not holding it."""
+        t0 = time.perf_counter()
+        r = self.api.delete(f"/v1/orgs/{ORG}/peers/{name}")
+        if r.status_code != 204:
+            raise SystemExit(f"peers bench: removing peer {name}: {r.status_code} {r.text}")
+        self.removed += 1
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.lab.host_run("gw", ["wg", "show", self.ifname, "peers"]).stdout
+            if public_key not in out.split():
+                return time.perf_counter() - t0
+        raise SystemExit(f"peers bench: the gateway still holds {name} after {timeout} s")
 
     def wg_quick(self, action: str) -> subprocess.CompletedProcess[str]:
         env = os.environ | {"WG_QUICK_USERSPACE_IMPLEMENTATION": "wireguard-go"}

@@ -203,7 +203,12 @@ async def test_wireguard_peers(server: ServerProcess, tmp_path: Path) -> None:
     env = server.env()
     conf = tmp_path / "laptop.conf"
 
-    created = await ok(env, "wireguard", "create", "acme", "fra", "laptop", str(conf))
+    # No agent runs for gw1: nothing will install the peer. The file is still handed out,
+    # after the wait, with a warning.
+    created = await ok(
+        env, "wireguard", "create", "acme", "fra", "laptop", str(conf), "--wait", "0.3"
+    )
+    assert "has not installed the peer after 0.3 s" in created.err
     assert "wrote" in created.out
     assert "cannot recover" in created.err
     assert stat.S_IMODE(conf.stat().st_mode) == 0o600
@@ -225,7 +230,7 @@ async def test_wireguard_peers(server: ServerProcess, tmp_path: Path) -> None:
     byo_key = generate_keypair().public_key
     exists, byo = await asyncio.gather(
         sixpn(env, "wireguard", "create", "acme", "fra", "other", str(conf)),
-        ok(env, "wireguard", "create", "acme", "--public-key", byo_key, "--json"),
+        ok(env, "wireguard", "create", "acme", "--public-key", byo_key, "--json", "--wait", "0"),
     )
     exists.failed(1, "exists")
     assert conf.read_bytes() == before
@@ -261,7 +266,9 @@ async def test_wireguard_create_refuses_bad_input_and_creates_nothing(
         await c.create_org("acme")
     await join(server, "gw1", "fra", gateway=True)
     env = server.env()
-    taken = await ok(env, "wireguard", "create", "acme", "fra", "taken", str(tmp_path / "t.conf"))
+    taken = await ok(
+        env, "wireguard", "create", "acme", "fra", "taken", str(tmp_path / "t.conf"), "--wait", "0"
+    )
     assert "wrote" in taken.out
     used_key = json.loads((await ok(env, "wireguard", "show", "acme", "taken", "--json")).out)[
         "public_key"

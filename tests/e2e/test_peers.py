@@ -205,6 +205,7 @@ def test_status_says_never_then_shows_a_handshake_and_growing_counters(world: Wo
 
     until(lambda: (status()["latest_handshake"] or 0) > 0 and status()["rx_bytes"] > 0, "status")
     first = status()
+    assert first["installed"] is True
     assert first["endpoint"].startswith(world.lab.state.laptops[name]["underlay"] + ":")  # type: ignore[union-attr]
     assert ping(run, world.m["web-b"]["address"], count=10)
     until(

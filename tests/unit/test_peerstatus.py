@@ -60,7 +60,7 @@ async def test_a_report_is_stored_per_peer_and_only_for_the_gateways_own_peers()
     svc, clock = await fleet()
     key = wg_key()
     await svc.peers.create("acme", "laptop", key, region="fra")
-    _peer, status = await svc.peer_status.get("acme", "laptop")
+    _peer, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is None  # never reported: "never" in the CLI
     taken = await svc.peer_status.report(
         "gw",
@@ -70,7 +70,7 @@ async def test_a_report_is_stored_per_peer_and_only_for_the_gateways_own_peers()
         ],
     )
     assert taken == 1
-    _, status = await svc.peer_status.get("acme", "laptop")
+    _, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is not None
     assert (status.rx_bytes, status.tx_bytes, status.endpoint) == (1200, 800, "192.0.2.101:40000")
     assert status.latest_handshake == clock.now - 3
@@ -79,7 +79,7 @@ async def test_a_report_is_stored_per_peer_and_only_for_the_gateways_own_peers()
     # was removed and created again meanwhile) overwrite it.
     assert await svc.peer_status.report("gw2", [line("acme", "laptop", key, rx=9)]) == 0
     assert await svc.peer_status.report("gw", [line("acme", "laptop", wg_key(), rx=9)]) == 0
-    _, status = await svc.peer_status.get("acme", "laptop")
+    _, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is not None
     assert status.rx_bytes == 1200
     with pytest.raises(NotFound):
@@ -96,7 +96,7 @@ async def test_removing_a_peer_removes_its_counters() -> None:
     await svc.peer_status.report("gw", [line("acme", "laptop", key, rx=10)])
     await svc.peers.delete("acme", "laptop")
     await svc.peers.create("acme", "laptop", key, region="fra")  # same name and key again
-    _, status = await svc.peer_status.get("acme", "laptop")
+    _, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is None
 
 
@@ -118,7 +118,7 @@ async def test_an_idle_ephemeral_peer_is_removed_and_an_active_one_is_kept() -> 
         await svc.peer_status.report("gw", [line("acme", "active", keys["active"], rx=rx)])
         await svc.peer_status.expire_idle()
     assert await names(svc) == ["active", "kept"]
-    _, status = await svc.peer_status.get("acme", "active")
+    _, status, _ = await svc.peer_status.get("acme", "active")
     assert status is not None
     assert status.last_active == clock.now
     # Idle long enough, the last one goes too; a non-ephemeral peer never does.
@@ -151,11 +151,22 @@ async def test_a_counter_reset_is_no_sign_of_life_but_new_bytes_after_it_are() -
     active = clock.now
     clock.now += 30
     await svc.peer_status.report("gw", [line("acme", "laptop", key)])  # set again: zeros
-    _, status = await svc.peer_status.get("acme", "laptop")
+    _, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is not None
     assert status.last_active == active
     clock.now += 5
     await svc.peer_status.report("gw", [line("acme", "laptop", key, rx=64)])
-    _, status = await svc.peer_status.get("acme", "laptop")
+    _, status, _ = await svc.peer_status.get("acme", "laptop")
     assert status is not None
     assert status.last_active == clock.now
+
+
+async def test_a_peer_is_installed_once_its_gateway_applied_its_revision() -> None:
+    svc, _ = await fleet()
+    await svc.peers.create("acme", "laptop", wg_key(), region="fra")
+    peer, _, revision = await svc.peer_status.get("acme", "laptop")
+    assert not await svc.peer_status.installed(revision, peer.gateway)  # no status yet
+    await svc.hosts.report_status("gw", backend="wireguard-go", applied_revision=revision - 1)
+    assert not await svc.peer_status.installed(revision, peer.gateway)
+    await svc.hosts.report_status("gw", backend="wireguard-go", applied_revision=revision)
+    assert await svc.peer_status.installed(revision, peer.gateway)

@@ -85,6 +85,7 @@ class Agent:
         self.reconciler: Reconciler | None = None
         self._status_due = asyncio.Event()
         self._listen_due = asyncio.Event()
+        self._peers_changed = asyncio.Event()
         self._last: tuple[int, HostState] | None = None
         self._dns_listening: set[str] = set()
 
@@ -202,6 +203,8 @@ class Agent:
                 self.reconciler.request(follower.view, full=True)
 
     def _applied(self, revision: int, desired: HostState) -> None:
+        if self._last is not None and self._last[1].wg_peers != desired.wg_peers:
+            self._peers_changed.set()
         self._last = (revision, desired)
         self._status_due.set()
         self._listen_due.set()
@@ -279,7 +282,8 @@ class Agent:
             sent, last_sent = now_seen, time.monotonic()
 
     async def _report(self, client: Client, host: HostPort) -> None:
-        """Write status.json and tell the control plane, at most once a second."""
+        """Write status.json and tell the control plane, at most once a second unless the
+        WireGuard peers changed."""
         while True:
             await self._status_due.wait()
             self._status_due.clear()
@@ -309,4 +313,8 @@ class Agent:
                     )
             except SixpnError as exc:
                 log.warning("status report failed: %s", exc.message)
-            await asyncio.sleep(1.0)
+            # At most once a second, but a change of the WireGuard peers is told at once: on a
+            # gateway, whoever created a peer waits for it (`wireguard create --wait`).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._peers_changed.wait(), 1.0)
+            self._peers_changed.clear()

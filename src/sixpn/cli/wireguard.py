@@ -12,6 +12,9 @@
 - ``--public-key KEY`` (bring your own key, for automation): the file is written the same way,
   but its PrivateKey line is a comment saying to put the matching private key there; ``wg-quick``
   refuses the file until that is done. ``--json`` gives the same details as JSON.
+- The file is handed out once the gateway has installed the peer (``--wait``, 10 s at most; 0:
+  at once): ``wg-quick up`` right after it then connects at the first handshake. A gateway
+  that does not install it in time gets a warning, and the file is written all the same.
 - FILE is created with mode 0600 and ``O_EXCL``: an existing file is never overwritten. It is
   checked before anything is created on the server, so "file exists" leaves nothing behind; should
   writing still fail afterwards, the new peer is removed again.
@@ -26,15 +29,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import secrets
+import time
 from pathlib import Path
 
 import click
 
 from sixpn.cli.common import call, echo_json, echo_table, json_option, show, when
-from sixpn.client import generate_keypair, to_jsonable
+from sixpn.client import Client, generate_keypair, to_jsonable
 from sixpn.control.api.schemas import PeerCreated
 from sixpn.core.wgquick import render_wg_quick
 from sixpn.core.wireguard import validate_key
@@ -99,6 +104,14 @@ def wireguard() -> None:
 @click.option(
     "--route", "routes", multiple=True, metavar="CIDR", help="Extra IPv6 prefix behind the peer."
 )
+@click.option(
+    "--wait",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="Wait this long for the gateway to install the peer before handing out the file.",
+)
 @json_option
 def create(
     org: str | None,
@@ -109,6 +122,7 @@ def create(
     ephemeral: bool,
     public_key: str | None,
     routes: tuple[str, ...],
+    wait: float,
     as_json: bool,
 ) -> None:
     """Create a peer and write its wg-quick FILE (mode 0600; '-' or none: standard output).
@@ -128,11 +142,19 @@ def create(
         public_key = keypair.public_key
     pubkey: str = public_key
 
-    created = call(
-        lambda c: c.create_peer(
+    async def create_and_wait(c: Client) -> tuple[PeerCreated, bool]:
+        made = await c.create_peer(
             org, name, pubkey, network=network, region=region, ephemeral=ephemeral, routes=routes
         )
-    )
+        return made, await _installed(c, org, made.peer.name, wait)
+
+    created, installed = call(create_and_wait)
+    if not installed and wait > 0:
+        click.echo(
+            f"warning: gateway {created.gateway.name} has not installed the peer after {wait:g} s "
+            "(is its agent running?); the first connection may take a few seconds longer",
+            err=True,
+        )
     text = _render(created, None if keypair is None else keypair.private_key, pubkey)
     if path is not None:
         try:
@@ -173,6 +195,21 @@ def create(
             "PrivateKey line (sixpn never sees private keys).",
             err=True,
         )
+
+
+async def _installed(c: Client, org: str, name: str, wait: float) -> bool:
+    """Until the gateway has the peer (its agent applied the store as of the peer's creation).
+
+    Why wait: ``wg-quick up`` sends its first handshake at once, and a gateway that does not
+    know the peer yet drops it; WireGuard then tries again only after 5 s (REKEY_TIMEOUT), so
+    a file handed out early costs its user five seconds (docs/benchmarks.md)."""
+    deadline = time.monotonic() + wait
+    while True:
+        if (await c.peer_status(org, name)).installed:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(0.05)
 
 
 def _render(created: PeerCreated, private_key: str | None, public_key: str) -> str:

@@ -33,7 +33,7 @@ from sixpn.control.hosts import host_missing
 from sixpn.control.peers import peer_missing, touch_gateway
 from sixpn.control.tx import Tx
 from sixpn.core.wireguard import validate_key
-from sixpn.model.entities import Host, Peer, PeerStatus
+from sixpn.model.entities import Host, HostStatus, Peer, PeerStatus
 from sixpn.model.errors import InvalidInput, NotFound
 
 log = logging.getLogger("sixpn.control.peers")
@@ -127,8 +127,9 @@ class PeerStatuses:
 
         return await self.ctx.run(fn, what=f"storing the peer report of gateway '{gateway}'")
 
-    async def get(self, org: str, name: str) -> tuple[Peer, PeerStatus | None]:
-        """The peer and its gateway's last report of it (None: not reported yet)."""
+    async def get(self, org: str, name: str) -> tuple[Peer, PeerStatus | None, int]:
+        """The peer, its gateway's last report of it (None: not reported yet), and the store
+        revision that wrote the peer."""
         kv = await self.ctx.store.get(keys.peer(org, name))
         if kv is None:
             raise NotFound(peer_missing(org, name))
@@ -137,7 +138,15 @@ class PeerStatuses:
         status = codec.decode(PeerStatus, found.value) if found else None
         if status is not None and status.public_key != peer.public_key:
             status = None  # about an earlier peer of that name
-        return peer, status
+        return peer, status, kv.mod_revision
+
+    async def installed(self, peer_revision: int, gateway: str) -> bool:
+        """Has ``gateway`` applied the store at ``peer_revision`` (the peer's own write)? Its
+        host status says which revision its agent applied last."""
+        kv = await self.ctx.store.get(keys.host_status(gateway))
+        return kv is not None and codec.decode(HostStatus, kv.value).applied_revision >= (
+            peer_revision
+        )
 
     async def expire_idle(self) -> list[Peer]:
         """Remove every ephemeral peer idle for the idle time while its gateway watched."""

@@ -47,7 +47,7 @@ async def get_peer(org: str, name: str, svc: Svc, _: OrgMember) -> Peer:
 @router.get("/{name}/status")
 async def peer_status(org: str, name: str, svc: Svc, _: OrgMember) -> PeerStatusView:
     """Latest handshake, endpoint and byte counts, as the gateway last reported them."""
-    peer, status = await svc.peer_status.get(org, name)
+    peer, status, revision = await svc.peer_status.get(org, name)
     now = svc.ctx.clock()
     view = PeerStatusView(
         org=peer.org,
@@ -57,6 +57,7 @@ async def peer_status(org: str, name: str, svc: Svc, _: OrgMember) -> PeerStatus
         gateway=peer.gateway,
         ephemeral=peer.ephemeral,
         reported=status is not None,
+        installed=await svc.peer_status.installed(revision, peer.gateway),
     )
     if peer.ephemeral:
         view.expires_at = idle_since(peer, status) + svc.peer_status.ephemeral_idle

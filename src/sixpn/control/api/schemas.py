@@ -139,6 +139,7 @@ class PeerStatusView(BaseModel):
     address: str
     gateway: str
     ephemeral: bool
+    installed: bool  # the gateway's agent has applied the store as of the peer's creation
     reported: bool  # False: the gateway has not reported this peer (yet)
     endpoint: str | None = None
     latest_handshake: float | None = None  # None: never

@@ -1,6 +1,7 @@
-"""The reconciler reads the kernel only when it has something to do, and never misses drift:
-a change that leaves this host's desired state as applied reads nothing; a full request (the
-resync, a reload of the view) always reads; a failed run makes the next one read."""
+"""The reconciler reads the kernel only for a full request, and never misses drift: a change
+reads nothing (one that leaves this host's desired state as applied applies nothing, one that
+changes it is planned from the state last applied); a full request (the resync, a reload of
+the view) always reads; a failed run makes the next one read."""
 
 from __future__ import annotations
 
@@ -99,16 +100,18 @@ async def test_only_changes_to_this_host_read_the_kernel() -> None:
         await settle(r, 2)
         assert (h.reads, r.stats.unchanged) == (1, 1)
 
-        # a machine on h1: read, plan, apply
+        # a machine on h1: planned from the state last applied (no read), applied
+        h.applied.clear()
         r.request(view(3, a, b, ("cccc0000000003", H1)))
         await settle(r, 3)
-        assert (h.reads, len(h.state.machines)) == (2, 2)
+        assert (h.reads, len(h.state.machines)) == (1, 2)
+        assert [type(op).__name__ for op in h.applied] == ["AddSources", "WireMachine", "AddRoute"]
 
         # drift (the machines unwired behind the agent's back) is repaired by a full request
         h.state = HostState(wg_ifname=h.state.wg_ifname, pairs=h.state.pairs)
         r.request(view(4, a, b, ("cccc0000000003", H1)), full=True)
         await settle(r, 4)
-        assert (h.reads, len(h.state.machines)) == (3, 2)
+        assert (h.reads, len(h.state.machines)) == (2, 2)
 
 
 async def test_a_failed_run_makes_the_next_one_read() -> None:

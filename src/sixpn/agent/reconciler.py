@@ -4,12 +4,15 @@ One reconcile at a time; requests that arrive while one runs are coalesced into 
 Kernel work runs in a worker thread so that the DNS server on the same event loop never waits
 for it. Every operation is logged as it is applied; a run whose plan is empty applies nothing.
 
-A change that leaves this host's desired state as it was last applied (a machine created on
-another host, in a network this host already carries) reads nothing from the kernel: most
-changes of a fleet concern few hosts, and reading a host's state costs CPU (namespaces, nft,
-wg) that the DNS server on the same machine needs. Drift is still repaired: the periodic
-resync and every (re)load of the view ask for a full reconcile, and a failed run forgets what
-was applied, so the next request reads the kernel whatever the desired state.
+A change reads nothing from the kernel: one that leaves this host's desired state as it was
+last applied (a machine created on another host, in a network this host already carries)
+applies nothing, and one that changes it is planned against the state last applied in full,
+which is what the kernel holds unless something else changed it. Most changes of a fleet
+concern few hosts, and reading a host's state costs CPU (namespaces, nft, wg) that the DNS
+server on the same machine needs, and time the change waits for (44 ms on a gateway holding
+5,000 peers, docs/benchmarks.md). Drift is still repaired: the periodic resync and every
+(re)load of the view ask for a full reconcile, and a failed run forgets what was applied, so
+the next request reads the kernel whatever the desired state.
 """
 
 from __future__ import annotations
@@ -101,9 +104,11 @@ class Reconciler:
             if not self._full and desired == self._applied:
                 self.stats.unchanged += 1
             else:
+                # Between full reads the kernel holds what was last applied: plan from that.
+                since = None if self._full else self._applied
                 self._full = False
                 try:
-                    await asyncio.to_thread(self.reconcile_once, desired)
+                    await asyncio.to_thread(self.reconcile_once, desired, since)
                 except Exception as exc:  # logged, counted, retried at the next request/resync
                     self._applied = None
                     self.stats.failures += 1
@@ -115,12 +120,13 @@ class Reconciler:
             if self.on_applied is not None:
                 self.on_applied(revision, desired)
 
-    def reconcile_once(self, desired: HostState) -> list[Op]:
-        """Read, plan, apply, op by op (in the calling thread). Returns what was applied."""
+    def reconcile_once(self, desired: HostState, actual: HostState | None = None) -> list[Op]:
+        """Read (unless ``actual``, the state last applied in full, is given), plan, apply, op
+        by op (in the calling thread). Returns what was applied."""
         started = time.monotonic()
         self.busy = True
         try:
-            ops = plan(self.host.read(), desired)
+            ops = plan(self.host.read() if actual is None else actual, desired)
             for op in ops:
                 log.info("apply %s", op)
                 self.host.apply(op)

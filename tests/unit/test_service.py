@@ -27,13 +27,13 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from sixpn.control import codec, keys
+from sixpn.control import codec, gwindex, keys
 from sixpn.control.context import Context
 from sixpn.control.service import Service
 from sixpn.core import addressing
 from sixpn.model.entities import Host, Machine, MachineState, Network, TokenKind
 from sixpn.model.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from sixpn.store.base import Compare, Op, TxnResult
+from sixpn.store.base import Compare, Delete, Op, TxnResult
 from sixpn.store.memory import MemoryStore
 
 pytestmark = pytest.mark.unit
@@ -798,3 +798,28 @@ class ServiceCalls(RuleBasedStateMachine):
 
 ServiceCalls.TestCase.settings = settings(max_examples=60, stateful_step_count=40, deadline=None)
 TestServiceCalls = ServiceCalls.TestCase
+
+
+async def test_a_store_from_before_the_gateway_index_is_indexed_once() -> None:
+    """A store written before ``gwkey``/``gwroutes`` existed: the server indexes it at start,
+    and the uniqueness rules then hold against the peers it already had."""
+    store = MemoryStore()
+    svc = service(store)
+    await svc.orgs.create("acme")
+    await join(svc, "gw", gateway=True)
+    key = wg_key()
+    await svc.peers.create("acme", "vpc", key, routes=["2001:db8:1::/48"])
+    await svc.peers.create("acme", "laptop", wg_key())
+    index_kvs, _ = await store.range("gw")  # gwkey/..., gwroutes/...
+    await store.txn([], [Delete(kv.key) for kv in index_kvs])  # as an older server left it
+    assert await gwindex.build(store, 0.0) == 2
+    assert await gwindex.build(store, 0.0) == 0  # once
+    with pytest.raises(AlreadyExists) as same_key:
+        await svc.peers.create("acme", "again", key)
+    assert "acme/vpc" in same_key.value.message
+    with pytest.raises(Conflict) as overlap:
+        await svc.peers.create("acme", "vpc2", wg_key(), routes=["2001:db8:1:2::/64"])
+    assert "acme/vpc" in overlap.value.message
+    # removing the peer frees its key and its routes
+    await svc.peers.delete("acme", "vpc")
+    await svc.peers.create("acme", "again", key, routes=["2001:db8:1::/48"])

@@ -12,8 +12,9 @@ Internal keys (never streamed):
     pslot/<net32>/<host32>          last peer slot handed out on that gateway: never reused
     guard/<entity key>              a parent being deleted: creating children under it fails
     hostkey/<sha256 of key>         the host using a WireGuard public key: one key, one host
-    gwpeers/<host>                  rewritten by every peer change on that gateway, so that a
-                                    check over the gateway's peers (keys, routes) is compared
+    gwkey/<host>/<sha256 of key>    "<org>/<peer>": one public key is one peer on a gateway
+    gwroutes/<host>                 the routed prefixes of the gateway's peers (JSON)
+    gwindex                         the two above were built for every peer (control/gwindex.py)
     peerstat/<org>/<peer>           the peer's counters as its gateway last reported them
     gwreport/<host>                 when that gateway last reported its peers' counters
     token/<sha256 hex>              a credential's record, keyed by the hash of its secret
@@ -121,8 +122,15 @@ def host_key(public_key: str) -> str:
     return f"hostkey/{hashlib.sha256(public_key.encode()).hexdigest()}"
 
 
-def gateway_peers(host: str) -> str:
-    return f"gwpeers/{host}"
+def gateway_key(host: str, public_key: str) -> str:
+    return f"gwkey/{host}/{hashlib.sha256(public_key.encode()).hexdigest()}"
+
+
+def gateway_routes(host: str) -> str:
+    return f"gwroutes/{host}"
+
+
+GATEWAY_INDEX = "gwindex"
 
 
 def guard(entity_key: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from ipaddress import IPv6Network
 
-from sixpn.control import codec, keys
+from sixpn.control import codec, gwindex, keys
 from sixpn.control.context import Context
 from sixpn.control.hosts import host_missing
 from sixpn.control.orgs import DEFAULT_NETWORK, live_network
@@ -56,13 +56,6 @@ def parse_routes(routes: Iterable[str]) -> tuple[IPv6Network, ...]:
     return tuple(parsed)
 
 
-async def touch_gateway(tx: Tx, gateway: str) -> None:
-    """Read and rewrite the gateway's peer-change key: the commit then fails if any other peer
-    change on that gateway committed since we read its peers (keys, routes)."""
-    await tx.get(keys.gateway_peers(gateway))
-    tx.put_text(keys.gateway_peers(gateway), str(tx.now))
-
-
 class Peers:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
@@ -94,9 +87,6 @@ class Peers:
                 )
             gateway = await self._gateway(tx, region)
             await tx.check_guard(keys.host(gateway.name), f"host '{gateway.name}'")
-            await touch_gateway(tx, gateway.name)
-            await self._check_unique_on_gateway(gateway, public_key, wanted_routes)
-
             slot_key = keys.peer_slot(net.net_id, gateway.host_id)
             kv = await tx.get(slot_key)
             slot = next_peer_slot(int(kv.value) if kv else None)
@@ -115,6 +105,7 @@ class Peers:
                 created_at=tx.now,
                 routes=wanted_routes,
             )
+            await gwindex.claim(tx, gateway, peer)
             tx.put(keys.peer(org, name), peer)
             return peer, gateway
 
@@ -136,30 +127,6 @@ class Peers:
             chosen = min(by_region[ordered[0].code], key=lambda h: h.host_id)
         return await tx.entity(Host, keys.host(chosen.name), host_missing(chosen.name))
 
-    async def _check_unique_on_gateway(
-        self, gateway: Host, public_key: str, routes: tuple[IPv6Network, ...]
-    ) -> None:
-        if public_key == gateway.public_key:
-            raise AlreadyExists("public_key: that is the gateway's own key", field="public_key")
-        kvs, _ = await self.ctx.store.range(keys.PEERS)
-        for peer in (codec.decode(Peer, kv.value) for kv in kvs):
-            if peer.gateway != gateway.name:
-                continue
-            if peer.public_key == public_key:
-                raise AlreadyExists(
-                    f"public_key: already used by peer '{peer.org}/{peer.name}' on gateway "
-                    f"'{gateway.name}'",
-                    field="public_key",
-                )
-            for mine in routes:
-                for theirs in peer.routes:
-                    if mine.overlaps(theirs):
-                        raise Conflict(
-                            f"route {mine}: overlaps {theirs} of peer '{peer.org}/{peer.name}' "
-                            f"on gateway '{gateway.name}'",
-                            field="routes",
-                        )
-
     async def get(self, org: str, name: str) -> Peer:
         kv = await self.ctx.store.get(keys.peer(org, name))
         if kv is None:
@@ -175,7 +142,7 @@ class Peers:
     async def delete(self, org: str, name: str) -> None:
         async def fn(tx: Tx) -> None:
             peer = await tx.entity(Peer, keys.peer(org, name), peer_missing(org, name))
-            await touch_gateway(tx, peer.gateway)
+            await gwindex.release(tx, peer)
             tx.delete(keys.peer(org, name))
             tx.delete(keys.peer_status(org, name))
 

@@ -27,10 +27,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from sixpn.control import codec, keys
+from sixpn.control import codec, gwindex, keys
 from sixpn.control.context import Context
 from sixpn.control.hosts import host_missing
-from sixpn.control.peers import peer_missing, touch_gateway
+from sixpn.control.peers import peer_missing
 from sixpn.control.tx import Tx
 from sixpn.core.wireguard import validate_key
 from sixpn.model.entities import Host, HostStatus, Peer, PeerStatus
@@ -177,7 +177,7 @@ class PeerStatuses:
             watched_until = float(watched.value) if watched else 0.0
             if tx.now - since < idle_seconds or watched_until - since < idle_seconds:
                 return None
-            await touch_gateway(tx, peer.gateway)
+            await gwindex.release(tx, peer)
             tx.delete(keys.peer(peer.org, peer.name))
             tx.delete(keys.peer_status(peer.org, peer.name))
             return since

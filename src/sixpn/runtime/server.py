@@ -17,6 +17,7 @@ from pathlib import Path
 
 import uvicorn
 
+from sixpn.control import gwindex
 from sixpn.control.api.app import create_app
 from sixpn.control.context import Context
 from sixpn.control.peerstatus import DEFAULT_EPHEMERAL_IDLE
@@ -85,6 +86,9 @@ async def prepare(settings: ServerSettings) -> tuple[Service, SqliteStore]:
         )
     for secret in settings.join_tokens:
         await service.tokens.ensure(TokenKind.JOIN, secret, "operator's join token")
+    indexed = await gwindex.build(store, service.ctx.clock())
+    if indexed:
+        log.info("indexed the keys and routes of %d peers on their gateways", indexed)
     return service, store
 
 

@@ -34,7 +34,10 @@ C. **To a laptop's first ping**: every sample is a fresh key pair, ``POST
    left out: it needs resolvconf), ``wg-quick up`` (wireguard-go) in one laptop namespace on
    the underlay, ``ping -6 -c1 -W1 <net48>::3`` until answered, ``wg-quick down``. Times from
    the API call: the gateway having the peer (the agent's log line ``reconciled`` after
-   ``apply SetPeers(1 peer: <key> ...)``, millisecond timestamps) and the first answered ping.
+   ``apply SetPeers(1 peer: <key> ...)``, millisecond timestamps), the file handed out (the
+   API's ``installed``, waited for before ``wg-quick up`` as ``sixpn wireguard create`` does)
+   and the first answered ping; then the peer is removed again, timed from ``DELETE`` to the
+   gateway's ``wg show`` without it.
 
 Everything made is removed on the way out, also on failure or SIGTERM: the child tears its
 interfaces down as the agent does (``LinuxHost.teardown``, ``wg.remove_interface``); the parent

@@ -149,23 +149,21 @@ def set_peers(ifname: str, peers: Iterable[WgPeer]) -> None:
     ~1.5 ms here, the work per peer inside one ~0.13 ms (docs/benchmarks.md).
     """
     clauses = [_peer_clause(p) for p in sorted(peers, key=lambda p: p.public_key)]
-    for batch, first, last in _batches(clauses):
-        what = (
-            f"setting peer {first} on {ifname}"
-            if first == last
-            else f"setting {len(batch)} peers on {ifname} ({first} to {last})"
-        )
-        _sys.run(["wg", "set", ifname, *(arg for clause in batch for arg in clause)], what)
+    _set_in_batches(ifname, clauses, "setting", "on")
 
 
 def remove_peers(ifname: str, public_keys: Iterable[str]) -> None:
     """Remove the peers with ``public_keys`` (absent ones are fine), one ``wg set`` per batch."""
     clauses = [["peer", key, "remove"] for key in sorted(public_keys)]
+    _set_in_batches(ifname, clauses, "removing", "from")
+
+
+def _set_in_batches(ifname: str, clauses: list[list[str]], verb: str, prep: str) -> None:
     for batch, first, last in _batches(clauses):
         what = (
-            f"removing peer {first} from {ifname}"
+            f"{verb} peer {first} {prep} {ifname}"
             if first == last
-            else f"removing {len(batch)} peers from {ifname} ({first} to {last})"
+            else f"{verb} {len(batch)} peers {prep} {ifname} ({first} to {last})"
         )
         _sys.run(["wg", "set", ifname, *(arg for clause in batch for arg in clause)], what)
 

@@ -21,6 +21,13 @@ from sixpn.model.errors import Forbidden, NotFound
 router = APIRouter(tags=["hosts"])
 
 
+def require_own_host(token: Token, name: str) -> None:
+    """What a host reports about itself is written only with that host's own credential."""
+    require(token, TokenKind.HOST)
+    if token.host != name:
+        raise Forbidden(f"this credential belongs to host '{token.host}', not '{name}'")
+
+
 @router.post("/v1/hosts", status_code=201)
 async def join_host(body: HostJoin, svc: Svc, token: Principal) -> HostJoined:
     """Join a host with a join token (or the admin token); the answer's credential is shown once."""
@@ -54,9 +61,7 @@ async def report_status(
     name: str, body: HostStatusReport, svc: Svc, token: Principal
 ) -> HostStatus:
     """Written only with that host's own credential."""
-    require(token, TokenKind.HOST)
-    if token.host != name:
-        raise Forbidden(f"this credential belongs to host '{token.host}', not '{name}'")
+    require_own_host(token, name)
     return await svc.hosts.report_status(
         name, backend=body.backend, applied_revision=body.applied_revision, message=body.message
     )
@@ -67,9 +72,7 @@ async def report_peers(
     name: str, body: PeerReport, svc: Svc, token: Principal
 ) -> PeerReportAccepted:
     """A gateway's report of its client peers' counters; only with that host's credential."""
-    require(token, TokenKind.HOST)
-    if token.host != name:
-        raise Forbidden(f"this credential belongs to host '{token.host}', not '{name}'")
+    require_own_host(token, name)
     entries = [Counters(**line.model_dump()) for line in body.peers]
     return PeerReportAccepted(accepted=await svc.peer_status.report(name, entries))
 

@@ -20,6 +20,7 @@ from sixpn.cli.agent import agent
 from sixpn.cli.apps import apps
 from sixpn.cli.dns import dns
 from sixpn.cli.doctor import doctor
+from sixpn.cli.forward import forward
 from sixpn.cli.hosts import hosts
 from sixpn.cli.lab import lab
 from sixpn.cli.machines import machines
@@ -135,6 +136,7 @@ for _noun in (
     agent,
     doctor,
     lab,
+    forward,
 ):
     cli.add_command(_noun)
 

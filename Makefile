@@ -78,6 +78,13 @@ bench-resync: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 util-linux
 	$(BIN)/python bench/resync_bench.py $(BENCH_ARGS)
 
+# TCP forwarder benchmark: `sixpn forward` against socat on loopback, same run: one stream's
+# throughput, connections per second, CPU per MB and per connection (see bench/README.md).
+.PHONY: bench-forward
+bench-forward: venv
+	@scripts/sysdeps.sh socat util-linux
+	$(BIN)/python bench/forward_bench.py $(BENCH_ARGS)
+
 # WireGuard peers on one gateway (SPEC 9 scale): installing 1, 100 and 5,000 peers with the
 # agent's adapter against `wg setconf`, one peer added/removed at 5,000, memory, and a lab's
 # API call -> installed -> a laptop's first ping (root; see bench/README.md), ~15 min.

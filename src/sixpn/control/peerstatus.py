@@ -35,6 +35,7 @@ from sixpn.control.tx import Tx
 from sixpn.core.wireguard import validate_key
 from sixpn.model.entities import Host, HostStatus, Peer, PeerStatus
 from sixpn.model.errors import InvalidInput, NotFound
+from sixpn.store import KV
 
 log = logging.getLogger("sixpn.control.peers")
 
@@ -71,6 +72,12 @@ def _active(old: PeerStatus | None, new: Counters) -> bool:
     handshake = new.latest_handshake != old.latest_handshake and new.latest_handshake > 0
     received = new.rx_bytes != old.rx_bytes and new.rx_bytes > 0
     return handshake or received
+
+
+def _status_of(peer: Peer, found: KV | None) -> PeerStatus | None:
+    """The stored report of ``peer``, unless it is about an earlier peer of that name."""
+    status = codec.decode(PeerStatus, found.value) if found else None
+    return status if status is not None and status.public_key == peer.public_key else None
 
 
 def idle_since(peer: Peer, status: PeerStatus | None) -> float:
@@ -135,10 +142,7 @@ class PeerStatuses:
             raise NotFound(peer_missing(org, name))
         peer = codec.decode(Peer, kv.value)
         found = await self.ctx.store.get(keys.peer_status(org, name))
-        status = codec.decode(PeerStatus, found.value) if found else None
-        if status is not None and status.public_key != peer.public_key:
-            status = None  # about an earlier peer of that name
-        return peer, status, kv.mod_revision
+        return peer, _status_of(peer, found), kv.mod_revision
 
     async def installed(self, peer_revision: int, gateway: str) -> bool:
         """Has ``gateway`` applied the store at ``peer_revision`` (the peer's own write)? Its
@@ -169,10 +173,7 @@ class PeerStatuses:
             if kv is None or codec.decode(Peer, kv.value) != peer:
                 return None  # removed or replaced meanwhile
             found = await tx.get(keys.peer_status(peer.org, peer.name))
-            status = codec.decode(PeerStatus, found.value) if found else None
-            if status is not None and status.public_key != peer.public_key:
-                status = None
-            since = idle_since(peer, status)
+            since = idle_since(peer, _status_of(peer, found))
             watched = await tx.get(keys.gateway_report(peer.gateway))
             watched_until = float(watched.value) if watched else 0.0
             if tx.now - since < idle_seconds or watched_until - since < idle_seconds:

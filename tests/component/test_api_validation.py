@@ -670,10 +670,19 @@ def test_bad_host_endpoint(api: Api, endpoint: str, field: str) -> None:
         (["10.0.0.0/8"], 422, "'10.0.0.0/8'"),
         (["2001:db8::1/48"], 422, "'2001:db8::1/48'"),
         (["fdaa:0:1::/48"], 409, "fdaa:0:1::/48"),
-        (["::/0"], 409, "::/0"),
+        (["::/0"], 422, "::/0"),
+        (["fe80::/64"], 422, "link-local"),
         (["2001:db8::/48", "2001:db8:0:1::/64"], 422, "2001:db8:0:1::/64"),
     ],
-    ids=["garbage", "ipv4", "host-bits", "inside-6pn", "default-route", "self-overlap"],
+    ids=[
+        "garbage",
+        "ipv4",
+        "host-bits",
+        "inside-6pn",
+        "default-route",
+        "link-local",
+        "self-overlap",
+    ],
 )
 def test_bad_peer_routes(api: Api, routes: list[str], status: int, mention: str) -> None:
     body = {"name": "routed", "public_key": wg_key(), "routes": routes}

@@ -17,6 +17,7 @@ from sixpn.core.hoststate import (
     SIXPN_ROUTE,
     HostState,
     MachineLink,
+    Peering,
     Route,
     Source,
     WgPeer,
@@ -32,6 +33,9 @@ pytestmark = pytest.mark.unit
 KEYS = [f"{i:02d}" + "k" * 41 + "=" for i in range(6)]
 IDS = [f"{i:x}" * 14 for i in range(1, 7)]  # distinct 12-character prefixes
 NETS = [addressing.network_prefix(n) for n in (1, 2, 3)]
+PEERINGS = [
+    Peering(n, IPv6Network(r)) for n in NETS[:2] for r in ("2001:db8:1::/56", "2001:db8:2::7/128")
+]
 
 prefixes = st.sampled_from(
     [addressing.host_prefix(n, h) for n in (1, 2, 3) for h in (1, 2)]
@@ -95,6 +99,7 @@ def desired_states(draw: st.DrawFn) -> HostState:
         routes=frozenset(routes),
         pairs=draw(st.frozensets(st.sampled_from(NETS))),
         sources=frozenset(source_of(m) for m in machines),
+        peered=draw(st.frozensets(st.sampled_from(PEERINGS))),
     )
 
 
@@ -118,6 +123,7 @@ def actual_states(draw: st.DrawFn) -> HostState:
         # some of the machines' elements, and elements of machines no longer there
         sources=frozenset(s for s in base.sources if draw(st.booleans()))
         | draw(st.frozensets(links().map(source_of), max_size=2)),
+        peered=draw(st.frozensets(st.sampled_from(PEERINGS))),
         nft_rules_ok=draw(st.booleans()),
         # wired in part: some of the desired machines, and machines no longer wanted
         partial_machines=draw(st.frozensets(links(), max_size=3)) - base.machines,
@@ -147,6 +153,7 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
             routes=frozenset(r for r in actual.routes if r.ifname != "sxw1"),
             pairs=actual.pairs,
             sources=actual.sources,
+            peered=actual.peered,
             nft_rules_ok=actual.nft_rules_ok,
             partial_machines=actual.partial_machines,
         )
@@ -293,3 +300,63 @@ def test_desired_state_of_a_small_fleet() -> None:
     # a new machine where its network already is changes no mesh peer
     more = [*ms, machine("6666bbbb000000", b, 1)]
     assert desired_state(a, hosts, more, [laptop], listen_port=51820).wg_peers == state.wg_peers
+
+
+def vpc_peer(net: int, gateway: Host, route: str, name: str = "vpc") -> Peer:
+    return Peer(
+        org="o",
+        name=name,
+        network="default",
+        net_id=net,
+        gateway=gateway.name,
+        host_id=gateway.host_id,
+        slot=0,
+        address=addressing.peer_address(net, gateway.host_id, 0),
+        public_key=KEYS[5],
+        ephemeral=False,
+        created_at=0.0,
+        routes=(IPv6Network(route),),
+    )
+
+
+def test_routed_peering_is_wired_on_every_host_of_the_network_and_nowhere_else() -> None:
+    """SPEC 6: a peer's route goes to its gateway's mesh peer, to the WireGuard interface and
+    into ``peered`` with its network on every host holding that network, and only there."""
+    a, b, c = host("a", 1, gateway=True), host("b", 2), host("c", 3)
+    hosts = {h.name: h for h in (a, b, c)}
+    ms = [machine("1111aaaa000000", b, 1), machine("2222aaaa000000", c, 2)]
+    vpc = vpc_peer(1, a, "2001:db8:1::/56")
+    route = IPv6Network("2001:db8:1::/56")
+    peering = Peering(addressing.network_prefix(1), route)
+
+    on_b = desired_state(b, hosts, ms, [vpc], listen_port=51820)
+    mesh = {p.public_key: p.allowed_ips for p in on_b.wg_peers}
+    assert mesh[a.public_key] == {addressing.host_prefix(1, 1), route}  # the gateway's
+    assert route not in mesh[c.public_key]
+    assert Route(route, "sxw2") in on_b.routes
+    assert on_b.peered == {peering}
+
+    on_a = desired_state(a, hosts, ms, [vpc], listen_port=51820)
+    assert {p.public_key: p.allowed_ips for p in on_a.wg_peers}[vpc.public_key] == {
+        addressing.peer_prefix(1, 1, 0),
+        route,
+    }
+    assert Route(route, "sxw1") in on_a.routes
+    assert on_a.peered == {peering}
+
+    # c holds only network 2: nothing of the route
+    on_c = desired_state(c, hosts, ms, [vpc], listen_port=51820)
+    assert all(route not in p.allowed_ips for p in on_c.wg_peers)
+    assert all(r.prefix != route for r in on_c.routes)
+    assert on_c.peered == frozenset()
+
+    # the peer removed: the plan takes the route out of b's mesh, routes and nftables
+    without = desired_state(b, hosts, ms, [], listen_port=51820)
+    ops = plan(on_b, without)
+    assert apply(on_b, ops) == without
+    assert route not in {r.prefix for r in without.routes}
+    assert without.peered == frozenset()
+    assert (
+        "nftables: routed peering allowed that should not be: fdaa:0:1::/48 . 2001:db8:1::/56"
+        in [describe(op) for op in ops]
+    )

@@ -33,7 +33,7 @@ from sixpn.control.service import Service
 from sixpn.core import addressing
 from sixpn.model.entities import Host, Machine, MachineState, Network, TokenKind
 from sixpn.model.errors import AlreadyExists, Conflict, InvalidInput, NotFound
-from sixpn.store.base import Compare, Delete, Op, TxnResult
+from sixpn.store.base import Compare, Delete, Op, Put, TxnResult
 from sixpn.store.memory import MemoryStore
 
 pytestmark = pytest.mark.unit
@@ -433,22 +433,48 @@ async def test_a_public_key_is_one_peer_on_a_gateway() -> None:
     assert dup.value.field == "name"
 
 
-async def test_routed_peering_refuses_overlaps_naming_the_other_peer() -> None:
+async def test_routed_peering_refuses_overlaps_anywhere_in_the_fleet() -> None:
+    """Routes are unique across the fleet (every host's mesh carries its networks' routes): an
+    overlap in the organization names the peer; another organization's is not named."""
     svc = service()
     for org in ("acme", "globex"):
         await svc.orgs.create(org)
     await join(svc, "gw", gateway=True)
+    await join(svc, "gw2", region="ams", gateway=True)
     vpc, _ = await svc.peers.create("acme", "vpc", wg_key(), routes=["2001:db8::/48"])
     assert vpc.routes == (IPv6Network("2001:db8::/48"),)
-    for org, route in (("globex", "2001:db8:0:1::/64"), ("acme", "2001:db8::/32")):
-        with pytest.raises(Conflict) as info:
-            await svc.peers.create(org, "other", wg_key(), routes=[route])
-        assert info.value.field == "routes"
-        assert "acme/vpc" in info.value.message
-        assert route in info.value.message
+    for region in ("fra", "ams"):  # on its gateway and on another one
+        with pytest.raises(Conflict) as mine:
+            await svc.peers.create(
+                "acme", "other", wg_key(), region=region, routes=["2001:db8::/32"]
+            )
+        assert mine.value.field == "routes"
+        assert "2001:db8::/32" in mine.value.message
+        assert "acme/vpc" in mine.value.message
+        with pytest.raises(Conflict) as theirs:
+            await svc.peers.create(
+                "globex", "other", wg_key(), region=region, routes=["2001:db8:0:1::/64"]
+            )
+        assert theirs.value.field == "routes"
+        assert "2001:db8:0:1::/64" in theirs.value.message
+        assert "another organization" in theirs.value.message
+        assert "vpc" not in theirs.value.message
+        assert "acme" not in theirs.value.message
     with pytest.raises(Conflict) as sixpn:
         await svc.peers.create("acme", "inside", wg_key(), routes=["fdaa:0:1::/48"])
     assert sixpn.value.field == "routes"
+    for route, why in (
+        ("::/0", "shorter than /16"),
+        ("2000::/3", "shorter than /16"),
+        ("fe80::/64", "link-local"),
+        ("ff02::/16", "multicast"),
+        ("::ffff:0:0/96", "IPv4-mapped"),
+    ):
+        with pytest.raises(InvalidInput) as bad:
+            await svc.peers.create("acme", "bad", wg_key(), routes=[route])
+        assert bad.value.field == "routes"
+        assert route in bad.value.message
+        assert why in bad.value.message
     ok, _ = await svc.peers.create("globex", "other", wg_key(), routes=["2001:db9::/48"])
     assert ok.routes == (IPv6Network("2001:db9::/48"),)
     assert {p.name for p in await svc.peers.list("globex")} == {"other"}
@@ -653,20 +679,23 @@ async def test_concurrent_peers_cannot_share_a_public_key_on_one_gateway() -> No
     assert doubled == 0, f"{doubled} of {ROUNDS} keys were given to two peers on one gateway"
 
 
-async def test_concurrent_peers_cannot_get_overlapping_routes_on_one_gateway() -> None:
+async def test_concurrent_peers_cannot_get_overlapping_routes_on_two_gateways() -> None:
     store = YieldingStore(seed=6)
     svc = service(store)
     for org in ("acme", "globex"):
         await svc.orgs.create(org)
     await join(svc, "gw", gateway=True)
+    await join(svc, "gw2", region="ams", gateway=True)
     overlapping = 0
     for i in range(ROUNDS):
         results = await gather(
             svc.peers.create("acme", f"r{i}", wg_key(), routes=[f"2001:db8:{i:x}::/48"]),
-            svc.peers.create("globex", f"r{i}", wg_key(), routes=[f"2001:db8:{i:x}::/56"]),
+            svc.peers.create(
+                "globex", f"r{i}", wg_key(), region="ams", routes=[f"2001:db8:{i:x}::/56"]
+            ),
         )
         overlapping += all(outcome(results, (Conflict,)))
-    assert overlapping == 0, f"{overlapping} of {ROUNDS} route pairs overlap on one gateway"
+    assert overlapping == 0, f"{overlapping} of {ROUNDS} route pairs overlap in the fleet"
 
 
 # --- random sequences of calls --------------------------------------------------------------------
@@ -801,8 +830,9 @@ TestServiceCalls = ServiceCalls.TestCase
 
 
 async def test_a_store_from_before_the_gateway_index_is_indexed_once() -> None:
-    """A store written before ``gwkey``/``gwroutes`` existed: the server indexes it at start,
-    and the uniqueness rules then hold against the peers it already had."""
+    """A store written before ``gwkey``/``peerroutes`` existed, or with routes indexed per
+    gateway: the server indexes it at start, and the uniqueness rules then hold against the
+    peers it already had."""
     store = MemoryStore()
     svc = service(store)
     await svc.orgs.create("acme")
@@ -810,9 +840,14 @@ async def test_a_store_from_before_the_gateway_index_is_indexed_once() -> None:
     key = wg_key()
     await svc.peers.create("acme", "vpc", key, routes=["2001:db8:1::/48"])
     await svc.peers.create("acme", "laptop", wg_key())
-    index_kvs, _ = await store.range("gw")  # gwkey/..., gwroutes/...
-    await store.txn([], [Delete(kv.key) for kv in index_kvs])  # as an older server left it
+    index_kvs, _ = await store.range("gw")  # gwkey/..., gwindex
+    routes_kv, _ = await store.range("peerroutes")
+    await store.txn([], [Delete(kv.key) for kv in [*index_kvs, *routes_kv]])  # before the index
     assert await gwindex.build(store, 0.0) == 2
+    # an index of version 1 kept routes per gateway: rebuilt once, the old keys gone
+    await store.txn([], [Put("gwindex", b"1"), Put("gwroutes/gw", b"[]"), Delete("peerroutes")])
+    assert await gwindex.build(store, 0.0) == 2
+    assert await store.get("gwroutes/gw") is None
     assert await gwindex.build(store, 0.0) == 0  # once
     with pytest.raises(AlreadyExists) as same_key:
         await svc.peers.create("acme", "again", key)

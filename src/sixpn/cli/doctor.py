@@ -1,9 +1,9 @@
 """`sixpn doctor`: checks an operator runs on a host.
 
 ``sixpn doctor isolation`` compares the policy the control plane implies for this host (the
-agent's desired state: forwarding pairs, machine sources, the fixed nftables rules, routes,
-machine wiring, WireGuard peers) with what the kernel actually holds, and lists every
-difference as the operation that would repair it. Exit 0: no difference; 1: differences (or a
+agent's desired state: forwarding pairs, machine sources, routed peerings, the fixed nftables
+rules, routes, machine wiring, WireGuard peers) with what the kernel actually holds, and lists
+every difference as the operation that would repair it. Exit 0: no difference; 1: differences (or a
 failure).
 """
 
@@ -40,6 +40,14 @@ def describe(op: object) -> str:
         case p.RemoveSources(sources=sources):
             return "nftables: machine sources allowed that should not be: " + ", ".join(
                 sorted(f"{s.ifname} {s.prefix}" for s in sources)
+            )
+        case p.AddPeered(peerings=peerings):
+            return "nftables: routed peering missing (its packets are dropped): " + ", ".join(
+                sorted(f"{x.network} . {x.prefix}" for x in peerings)
+            )
+        case p.RemovePeered(peerings=peerings):
+            return "nftables: routed peering allowed that should not be: " + ", ".join(
+                sorted(f"{x.network} . {x.prefix}" for x in peerings)
             )
         case p.ReplaceNftTable():
             return "nftables: table inet sixpn is missing or its fixed rules were changed"

@@ -126,7 +126,6 @@ class Hosts:
             host = await tx.entity(Host, keys.host(name), host_missing(name))
             tx.delete(keys.host(name))
             tx.delete(keys.host_key(host.public_key))
-            tx.delete(keys.gateway_routes(name))
             tx.delete(keys.gateway_report(name))
             tx.delete(keys.host_status(name))
             for token in await self.tokens.list(kind=TokenKind.HOST):

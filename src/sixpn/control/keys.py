@@ -13,7 +13,7 @@ Internal keys (never streamed):
     guard/<entity key>              a parent being deleted: creating children under it fails
     hostkey/<sha256 of key>         the host using a WireGuard public key: one key, one host
     gwkey/<host>/<sha256 of key>    "<org>/<peer>": one public key is one peer on a gateway
-    gwroutes/<host>                 the routed prefixes of the gateway's peers (JSON)
+    peerroutes                      every peer's routed prefixes, fleet-wide (JSON)
     gwindex                         the two above were built for every peer (control/gwindex.py)
     peerstat/<org>/<peer>           the peer's counters as its gateway last reported them
     gwreport/<host>                 when that gateway last reported its peers' counters
@@ -126,11 +126,10 @@ def gateway_key(host: str, public_key: str) -> str:
     return f"gwkey/{host}/{hashlib.sha256(public_key.encode()).hexdigest()}"
 
 
-def gateway_routes(host: str) -> str:
-    return f"gwroutes/{host}"
-
-
+PEER_ROUTES = "peerroutes"
+OLD_GATEWAY_ROUTES = "gwroutes/"  # per gateway, before routes were unique fleet-wide
 GATEWAY_INDEX = "gwindex"
+GATEWAY_INDEX_VERSION = "2"  # "1": routes were indexed per gateway (gwroutes/<host>)
 
 
 def guard(entity_key: str) -> str:

@@ -5,8 +5,13 @@ Rules: the private key never reaches the server (only a public key is accepted);
 order per (network, gateway) and never reused; the gateway is a gateway host of the requested
 region, or of the nearest region that has one; peer names are unique in their organization
 (stricter than "unique in the network": a name then identifies a peer across the org's API);
-one public key is one peer on a gateway (WireGuard identifies peers by key). Extra routes
-(routed peering) must not overlap 6PN or another peer's routes on the same gateway.
+one public key is one peer on a gateway (WireGuard identifies peers by key).
+
+Extra routes (routed peering, SPEC 6) are unicast prefixes of an external network: every host
+holding the peer's network routes them into the mesh, so a prefix that would take a host's own
+traffic is refused (``::/0`` and anything shorter than /16, link-local, multicast, loopback and
+the IPv4-mapped range), as is one overlapping 6PN or another peer's route anywhere in the fleet
+(``control.gwindex``).
 """
 
 from __future__ import annotations
@@ -28,6 +33,12 @@ from sixpn.model.entities import Host, Peer
 from sixpn.model.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 
 MAX_ROUTES = 16
+MIN_ROUTE_PREFIXLEN = 16  # shorter would take much of the internet from every host of the network
+NOT_ROUTABLE = {
+    IPv6Network("::/8"): "the loopback, unspecified and IPv4-mapped range",
+    IPv6Network("fe80::/10"): "link-local",
+    IPv6Network("ff00::/8"): "multicast",
+}
 
 
 def peer_missing(org: str, name: str) -> str:
@@ -43,10 +54,19 @@ def parse_routes(routes: Iterable[str]) -> tuple[IPv6Network, ...]:
             raise InvalidInput(
                 f"route {text!r}: not an IPv6 prefix ({exc})", field="routes"
             ) from exc
+        if net.prefixlen < MIN_ROUTE_PREFIXLEN:
+            raise InvalidInput(
+                f"route {text}: shorter than /{MIN_ROUTE_PREFIXLEN} (it would route that much of "
+                "every host's traffic of the network to the peer)",
+                field="routes",
+            )
         if net.overlaps(addressing.SIXPN_PREFIX):
             raise Conflict(
                 f"route {text}: overlaps 6PN ({addressing.SIXPN_PREFIX})", field="routes"
             )
+        for special, what in NOT_ROUTABLE.items():
+            if net.overlaps(special):
+                raise InvalidInput(f"route {text}: {what} ({special})", field="routes")
         for other in parsed:
             if net.overlaps(other):
                 raise InvalidInput(f"route {text}: overlaps route {other}", field="routes")

@@ -10,6 +10,11 @@
 - ``fdaa::3`` on lo, and on a gateway ``<net48>::3`` for every network with peers on it;
 - the forwarding pairs: the /48 of every network present on this host;
 - the sources: each local machine's veth with its /112 (what it may send from);
+- routed peering (SPEC 6): for every peer with routes whose network is present on this host,
+  each route goes to the WireGuard interface (a kernel route), into the AllowedIPs of the
+  peer's gateway in the mesh (on the gateway itself it is in the client peer's already), and
+  into ``peered`` with the network's /48: that network's machines and peers, and no others,
+  exchange packets with it. A host without the network holds none of it;
 - every machine on this host wired, started or stopped (a stopped machine keeps its wiring and
   only leaves DNS); destroyed ones unwired.
 """
@@ -24,6 +29,7 @@ from sixpn.core.hoststate import (
     SIXPN_ROUTE,
     HostState,
     MachineLink,
+    Peering,
     Route,
     WgPeer,
     machine_ifname,
@@ -63,13 +69,21 @@ def desired_state(
     peers = list(peers)
     present = networks_by_host(machines, peers)
     wg = wg or wg_ifname(me.host_id)
+    mine = present.get(me.name, set())
+    routed = [p for p in peers if p.routes and p.net_id in mine]
+    routed_via: dict[str, set[IPv6Network]] = {}
+    for p in routed:
+        routed_via.setdefault(p.gateway, set()).update(p.routes)
 
     wg_peers: set[WgPeer] = set()
     for other in hosts.values():
         if other.name == me.name:
             continue
         allowed = frozenset(
-            addressing.host_prefix(net_id, other.host_id) for net_id in present.get(other.name, ())
+            {
+                *(addressing.host_prefix(n, other.host_id) for n in present.get(other.name, ())),
+                *routed_via.get(other.name, ()),
+            }
         )
         wg_peers.add(WgPeer(other.public_key, allowed, endpoint=other.endpoint, keepalive=25))
     served = [p for p in peers if p.gateway == me.name]
@@ -92,13 +106,12 @@ def desired_state(
             )
         )
     routes = {Route(SIXPN_ROUTE, wg)} | {Route(link.prefix, link.host_ifname) for link in links}
+    routes |= {Route(r, wg) for p in routed for r in p.routes}
     service = {addressing.DNS_ADDRESS}
     if me.gateway:
         # one address per network, not per peer: a gateway serves thousands of peers
         service |= {addressing.network_service_address(n) for n in {p.net_id for p in served}}
-    pairs: frozenset[IPv6Network] = frozenset(
-        addressing.network_prefix(n) for n in present.get(me.name, ())
-    )
+    pairs: frozenset[IPv6Network] = frozenset(addressing.network_prefix(n) for n in mine)
     return HostState(
         wg_ifname=wg,
         listen_port=listen_port,
@@ -108,4 +121,7 @@ def desired_state(
         routes=frozenset(routes),
         pairs=pairs,
         sources=frozenset(source_of(link) for link in links),
+        peered=frozenset(
+            Peering(addressing.network_prefix(p.net_id), r) for p in routed for r in p.routes
+        ),
     )

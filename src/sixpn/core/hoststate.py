@@ -86,6 +86,16 @@ def source_of(link: MachineLink) -> Source:
 
 
 @dataclass(frozen=True, slots=True)
+class Peering:
+    """A network's /48 and a prefix routed to one of its peers (SPEC 6, routed peering): the
+    two may exchange packets in both directions, and nothing else may reach the prefix (an
+    element of the nftables set ``peered``: the only asymmetric pairs of the data path)."""
+
+    network: IPv6Network  # a network's /48
+    prefix: IPv6Network  # the external network's prefix, outside fdaa::/16
+
+
+@dataclass(frozen=True, slots=True)
 class HostState:
     wg_ifname: str | None  # None: no interface
     listen_port: int = 0
@@ -95,6 +105,7 @@ class HostState:
     routes: frozenset[Route] = frozenset()
     pairs: frozenset[IPv6Network] = frozenset()  # network /48s forwarded within themselves
     sources: frozenset[Source] = frozenset()  # one per wired machine (nftables set elements)
+    peered: frozenset[Peering] = frozenset()  # routed peering (nftables set elements)
     nft_rules_ok: bool = True  # the table's fixed rules are as rendered (actual side)
     # machines wired in part (an interrupted wiring, a deleted piece): actual side only, never
     # desired; the plan completes the ones still desired as they are and unwires the others

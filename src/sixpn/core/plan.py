@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeVar
 
-from sixpn.core.hoststate import HostState, MachineLink, Route, Source, WgPeer
+from sixpn.core.hoststate import HostState, MachineLink, Peering, Route, Source, WgPeer
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,10 +95,11 @@ class RemoveRoute:
 
 @dataclass(frozen=True, slots=True)
 class ReplaceNftTable:
-    """The fixed rules (re)written with the pairs and sources, in one atomic batch."""
+    """The fixed rules (re)written with the sets' elements, in one atomic batch."""
 
     pairs: frozenset[IPv6Network]
     sources: frozenset[Source]
+    peered: frozenset[Peering] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +122,16 @@ class RemoveSources:
     sources: frozenset[Source]
 
 
+@dataclass(frozen=True, slots=True)
+class AddPeered:
+    peerings: frozenset[Peering]
+
+
+@dataclass(frozen=True, slots=True)
+class RemovePeered:
+    peerings: frozenset[Peering]
+
+
 Op = (
     EnsureWg
     | RemoveWg
@@ -137,6 +148,8 @@ Op = (
     | RemovePairs
     | AddSources
     | RemoveSources
+    | AddPeered
+    | RemovePeered
 )
 
 
@@ -153,12 +166,14 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
             ops.append(RemoveWg(actual.wg_ifname))
         ops.append(EnsureWg(desired.wg_ifname, desired.listen_port))
     if not actual.nft_rules_ok:
-        ops.append(ReplaceNftTable(desired.pairs, desired.sources))
+        ops.append(ReplaceNftTable(desired.pairs, desired.sources, desired.peered))
     else:
         if desired.pairs - actual.pairs:
             ops.append(AddPairs(desired.pairs - actual.pairs))
         if desired.sources - actual.sources:
             ops.append(AddSources(desired.sources - actual.sources))
+        if desired.peered - actual.peered:
+            ops.append(AddPeered(desired.peered - actual.peered))
 
     # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
     gone_ifs: set[str | None] = set()
@@ -193,6 +208,8 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     for link in sorted(stale_machines, key=_link_key):
         if link.machine_id not in desired_ids:
             ops.append(UnwireMachine(link))
+    if actual.nft_rules_ok and actual.peered - desired.peered:
+        ops.append(RemovePeered(actual.peered - desired.peered))
     if actual.nft_rules_ok and actual.sources - desired.sources:
         ops.append(RemoveSources(actual.sources - desired.sources))
     if actual.nft_rules_ok and actual.pairs - desired.pairs:
@@ -291,8 +308,10 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                 s = dataclasses.replace(s, routes=s.routes | {r})
             case RemoveRoute(route=r):
                 s = dataclasses.replace(s, routes=s.routes - {r})
-            case ReplaceNftTable(pairs=pairs, sources=sources):
-                s = dataclasses.replace(s, pairs=pairs, sources=sources, nft_rules_ok=True)
+            case ReplaceNftTable(pairs=pairs, sources=sources, peered=peered):
+                s = dataclasses.replace(
+                    s, pairs=pairs, sources=sources, peered=peered, nft_rules_ok=True
+                )
             case AddPairs(networks=n):
                 s = dataclasses.replace(s, pairs=s.pairs | n)
             case RemovePairs(networks=n):
@@ -301,4 +320,8 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                 s = dataclasses.replace(s, sources=s.sources | src)
             case RemoveSources(sources=src):
                 s = dataclasses.replace(s, sources=s.sources - src)
+            case AddPeered(peerings=p):
+                s = dataclasses.replace(s, peered=s.peered | p)
+            case RemovePeered(peerings=p):
+                s = dataclasses.replace(s, peered=s.peered - p)
     return s

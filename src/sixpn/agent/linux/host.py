@@ -34,12 +34,14 @@ from sixpn.core.hoststate import (
 from sixpn.core.plan import (
     AddAddress,
     AddPairs,
+    AddPeered,
     AddRoute,
     AddSources,
     EnsureWg,
     Op,
     RemoveAddress,
     RemovePairs,
+    RemovePeered,
     RemovePeers,
     RemoveRoute,
     RemoveSources,
@@ -90,6 +92,7 @@ class LinuxHost:
             routes=routes,
             pairs=table.pairs,
             sources=table.sources,
+            peered=table.peered,
             nft_rules_ok=table.rules_ok and links.forwarding_enabled(),
             partial_machines=aliases - machines,
         )
@@ -136,8 +139,8 @@ class LinuxHost:
                 links.add_route(route)
             case RemoveRoute(route=route):
                 links.remove_route(route)
-            case ReplaceNftTable(pairs=pairs, sources=sources):
-                nft.replace_table(self.wg_ifname, pairs, sources)
+            case ReplaceNftTable(pairs=pairs, sources=sources, peered=peered):
+                nft.replace_table(self.wg_ifname, pairs, sources, peered)
                 links.enable_forwarding()
             case AddPairs(networks=networks):
                 nft.add_pairs(networks)
@@ -147,6 +150,10 @@ class LinuxHost:
                 nft.add_sources(sources)
             case RemoveSources(sources=sources):
                 nft.remove_sources(sources)
+            case AddPeered(peerings=peerings):
+                nft.add_peered(peerings)
+            case RemovePeered(peerings=peerings):
+                nft.remove_peered(peerings)
             case _:
                 assert_never(op)
 

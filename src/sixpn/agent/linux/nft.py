@@ -13,6 +13,11 @@ The whole policy, with the mesh interface ``sxw1``, one network and one machine 
             type ifname . ipv6_addr . ipv6_addr
             elements = { "sxm3d8f0a1b2c4e" . fdaa:0:18:a7b:7d:f066:b83b:0 . fdaa:0:18:: }
         }
+        set peered {              # routed peering: a network /48 . a prefix behind its peer
+            type ipv6_addr . ipv6_addr
+            flags interval
+            elements = { fdaa:0:18::/48 . 2001:db8:1::/56 }
+        }
         chain input {             # a machine reaches its host for DNS only
             type filter hook input priority filter; policy accept;
             iifname "sxm*" jump from_machine
@@ -29,6 +34,10 @@ The whole policy, with the mesh interface ``sxw1``, one network and one machine 
             type filter hook forward priority filter; policy accept;
             iifname "sxw1" ip6 saddr & M48 . ip6 daddr & M48 @pairs accept
             iifname . ip6 saddr & M112 . ip6 daddr & M48 @sources accept
+            iifname "sxw1" ip6 saddr . ip6 daddr @peered accept
+            iifname "sxw1" ip6 daddr . ip6 saddr @peered accept
+            iifname . ip6 saddr & M112 . ip6 saddr & M48 @sources \
+                ip6 saddr . ip6 daddr @peered accept
             iifname "sxm*" drop
             oifname "sxm*" drop
             iifname "sxw1" drop
@@ -52,6 +61,14 @@ Why this shape:
   ``fdaa::/16`` address: a forged 6PN source from the underlay, IPv4 from a machine) and is
   not accepted, but let the host's other forwarding be (a Docker bridge on the same host): a
   drop in any table is final in nftables, so ``policy drop`` here would break it;
+- routed peering (SPEC 6) is the only traffic that leaves 6PN: ``peered`` pairs a network's
+  /48 with a prefix behind one of its peers, an interval set (the prefixes are anything an
+  operator routes), consulted only by packets that the two exact lookups did not accept, so
+  6PN traffic pays nothing for it. From the mesh, WireGuard has checked the source (a host's
+  /80s and the routes it carries on this host, a client peer's /120 and routes), so the pair
+  of source and destination, in either order, decides: the network's machines and peers reach
+  the prefix, and the prefix reaches them (replies, and connections opened from the external
+  network). From a machine, its ``sources`` element checks its source first;
 - a machine reaches its host for NDP (link-local or its own source) and, from its own /112,
   for DNS at ``fdaa::3``: the same ``sources`` element, with the source's /48 standing for the
   destination's;
@@ -81,12 +98,13 @@ from typing import Any, NamedTuple
 
 from sixpn.agent.linux import _sys
 from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
-from sixpn.core.hoststate import MACHINE_IF_PREFIX, NFT_TABLE, Source
+from sixpn.core.hoststate import MACHINE_IF_PREFIX, NFT_TABLE, Peering, Source
 from sixpn.model.errors import InvalidInput, SixpnError
 
 TABLE = f"inet {NFT_TABLE}"
 PAIRS = "pairs"
 SOURCES = "sources"
+PEERED = "peered"
 NETWORK_BITS = 48  # SPEC 2: a network's /48
 MACHINE_BITS = 112  # a machine's /112
 _IFNAME = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
@@ -101,15 +119,19 @@ MACHINE = f"& {_mask(MACHINE_BITS)}"
 
 
 class Contents(NamedTuple):
-    """What ``read`` finds: the two sets' elements, and whether the rest is as rendered."""
+    """What ``read`` finds: the sets' elements, and whether the rest is as rendered."""
 
     pairs: frozenset[IPv6Network]
     sources: frozenset[Source]
     rules_ok: bool
+    peered: frozenset[Peering] = frozenset()
 
 
 def render_table(
-    wg_ifname: str, pairs: Iterable[IPv6Network], sources: Iterable[Source] = ()
+    wg_ifname: str,
+    pairs: Iterable[IPv6Network],
+    sources: Iterable[Source] = (),
+    peered: Iterable[Peering] = (),
 ) -> str:
     """The ``nft -f`` script that makes the table exactly this, atomically."""
     _check_ifname(wg_ifname)
@@ -127,6 +149,11 @@ def render_table(
         "\t\ttype ifname . ipv6_addr . ipv6_addr\n"
         f"{_element_line(_source_elements(sources))}"
         "\t}\n"
+        f"\tset {PEERED} {{\n"
+        "\t\ttype ipv6_addr . ipv6_addr\n"
+        "\t\tflags interval\n"
+        f"{_element_line(_peered_elements(peered))}"
+        "\t}\n"
         "\tchain input {\n"
         "\t\ttype filter hook input priority filter; policy accept;\n"
         f"\t\tiifname {machines} jump from_machine\n"
@@ -143,6 +170,10 @@ def render_table(
         "\t\ttype filter hook forward priority filter; policy accept;\n"
         f"\t\tiifname {wg} ip6 saddr {NET} . ip6 daddr {NET} @{PAIRS} accept\n"
         f"\t\tiifname . ip6 saddr {MACHINE} . ip6 daddr {NET} @{SOURCES} accept\n"
+        f"\t\tiifname {wg} ip6 saddr . ip6 daddr @{PEERED} accept\n"
+        f"\t\tiifname {wg} ip6 daddr . ip6 saddr @{PEERED} accept\n"
+        f"\t\tiifname . ip6 saddr {MACHINE} . ip6 saddr {NET} @{SOURCES}"
+        f" ip6 saddr . ip6 daddr @{PEERED} accept\n"
         f"\t\tiifname {machines} drop\n"
         f"\t\toifname {machines} drop\n"
         f"\t\tiifname {wg} drop\n"
@@ -154,8 +185,13 @@ def render_table(
     )
 
 
-def replace_table(wg_ifname: str, pairs: Iterable[IPv6Network], sources: Iterable[Source]) -> None:
-    script = render_table(wg_ifname, pairs, sources)
+def replace_table(
+    wg_ifname: str,
+    pairs: Iterable[IPv6Network],
+    sources: Iterable[Source],
+    peered: Iterable[Peering] = (),
+) -> None:
+    script = render_table(wg_ifname, pairs, sources, peered)
     _sys.run(["nft", "-f", "-"], "replacing nftables table", input=script)
 
 
@@ -175,6 +211,14 @@ def remove_sources(sources: Iterable[Source]) -> None:
     _remove(SOURCES, _source_elements(set(sources) & read().sources), "machine sources")
 
 
+def add_peered(peerings: Iterable[Peering]) -> None:
+    _add(PEERED, _peered_elements(peerings), "routed peerings")
+
+
+def remove_peered(peerings: Iterable[Peering]) -> None:
+    _remove(PEERED, _peered_elements(set(peerings) & read().peered), "routed peerings")
+
+
 def delete_table() -> None:
     script = f"table {TABLE} {{}}\ndelete table {TABLE}\n"
     _sys.run(["nft", "-f", "-"], "deleting nftables table", input=script)
@@ -192,10 +236,11 @@ def read(wg_ifname: str | None = None) -> Contents:
         return Contents(frozenset(), frozenset(), False)
     pairs, odd_pairs = _read_pairs(doc)
     sources, odd_sources = _read_sources(doc)
-    ok = not (odd_pairs or odd_sources)
+    peered, odd_peered = _read_peered(doc)
+    ok = not (odd_pairs or odd_sources or odd_peered)
     if wg_ifname is not None:
         ok = ok and _shape(doc) == _reference(wg_ifname)
-    return Contents(pairs, sources, ok)
+    return Contents(pairs, sources, ok, peered)
 
 
 # -- elements ----------------------------------------------------------------------------------
@@ -227,6 +272,19 @@ def _source_elements(sources: Iterable[Source]) -> list[str]:
         address = src.prefix.network_address
         out.append(f'"{src.ifname}" . {address} . {_net48(address)}')
     return out
+
+
+def _peered_elements(peerings: Iterable[Peering]) -> list[str]:
+    out = []
+    for p in sorted(set(peerings), key=lambda x: (_net_key(x.network), _net_key(x.prefix))):
+        if p.network.prefixlen != NETWORK_BITS:
+            raise InvalidInput(f"nftables: a peering is of a network /48, not {p.network}")
+        out.append(f"{p.network} . {p.prefix}")
+    return out
+
+
+def _net_key(net: IPv6Network) -> tuple[int, int]:
+    return (int(net.network_address), net.prefixlen)
 
 
 def _element_line(elements: list[str]) -> str:
@@ -302,6 +360,31 @@ def _read_sources(doc: dict[str, Any]) -> tuple[frozenset[Source], bool]:
                     found.add(Source(name, prefix))
                     continue
         odd = True
+    return frozenset(found), odd
+
+
+def _prefix(value: Any) -> IPv6Network | None:
+    """A prefix as ``nft -j`` gives an interval element's field: ``{"prefix": {"addr": A,
+    "len": N}}``, or the bare address of a /128."""
+    if isinstance(value, dict) and isinstance(value.get("prefix"), dict):
+        value = f"{value['prefix'].get('addr')}/{value['prefix'].get('len')}"
+    try:
+        return IPv6Network(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+
+
+def _read_peered(doc: dict[str, Any]) -> tuple[frozenset[Peering], bool]:
+    """(the peerings, whether some element is not of the ``network /48 . prefix`` shape)."""
+    found: set[Peering] = set()
+    odd = False
+    for fields in _set_elements(doc, PEERED):
+        nets = [_prefix(f) for f in fields] if fields else []
+        network, prefix = (nets[0], nets[1]) if len(nets) == 2 else (None, None)
+        if network is not None and prefix is not None and network.prefixlen == NETWORK_BITS:
+            found.add(Peering(network, prefix))
+        else:
+            odd = True
     return frozenset(found), odd
 
 

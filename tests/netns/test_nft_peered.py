@@ -1,8 +1,9 @@
-"""The ``peered`` set of ``table inet sixpn`` against the real kernel and nft (SPEC 6).
+"""Routed peering's pieces against the real kernel and nft (SPEC 6): the ``peered`` set of
+``table inet sixpn``, and the routing table that only 6PN's packets look up.
 
-Each scenario runs in a throwaway network namespace (``unshare --net``, gone with the process):
-the table is loaded as rendered, read back, and its elements added and removed, as the agent
-does. Packets through the rules are observed end to end in tests/e2e/test_vpc.py.
+Each scenario runs in a throwaway network namespace (``unshare --net``, gone with the process),
+through the agent's own adapters. Packets through the whole path are observed end to end in
+tests/e2e/test_vpc.py.
 """
 
 from __future__ import annotations
@@ -45,8 +46,48 @@ print("ok")
 
 
 def test_peerings_are_loaded_read_added_and_removed_in_the_kernel() -> None:
+    run_scenario(SCENARIO)
+
+
+ROUTING = """
+import json, subprocess
+from ipaddress import IPv6Network as N
+from sixpn.agent.linux import links
+from sixpn.core.hoststate import PEERING_TABLE, Route
+
+def ip(*args):
+    return subprocess.run(["ip", *args], capture_output=True, text=True, check=True).stdout
+
+def dev_for(dst, src=None):
+    argv = ["-6", "-j", "route", "get", dst] + (["from", src] if src else [])
+    done = subprocess.run(["ip", *argv], capture_output=True, text=True)
+    return json.loads(done.stdout)[0].get("dev") if done.returncode == 0 else None
+
+ip("link", "add", "sxw1", "type", "veth", "peer", "name", "up0")
+ip("link", "set", "sxw1", "up"); ip("link", "set", "up0", "up"); ip("link", "set", "lo", "up")
+ip("-6", "addr", "add", "2001:db8:ffff::1/64", "dev", "up0", "nodad")  # the host's own uplink
+ip("-6", "route", "add", "default", "via", "2001:db8:ffff::2", "dev", "up0")
+route = Route(N("2001:db8::/32"), "sxw1", PEERING_TABLE)  # covers the host's own uplink
+links.ensure_peering_rule(); links.ensure_peering_rule()  # idempotent
+assert links.peering_rule_present()
+links.add_route(route)
+assert route in links.read_routes()
+# 6PN's packets follow the route; the host's own (its WireGuard endpoint, anything) do not
+assert dev_for("2001:db8:1::5", src="fdaa:0:18:0:1:0:a:2") == "sxw1"
+assert dev_for("2001:db8:1::5") == "up0"
+assert dev_for("2001:db8:ffff::2") == "up0"
+links.remove_route(route)
+assert route not in links.read_routes()
+links.remove_peering_rule(); links.remove_peering_rule()
+assert not links.peering_rule_present()
+assert "lookup 110" not in ip("-6", "rule")
+print("ok")
+"""
+
+
+def run_scenario(code: str) -> None:
     done = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, "-c", SCENARIO],
+        ["unshare", "--net", "--", sys.executable, "-c", code],
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,6 +95,11 @@ def test_peerings_are_loaded_read_added_and_removed_in_the_kernel() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "ok"
+
+
+def test_a_routed_prefix_is_followed_by_6pn_packets_only() -> None:
+    """Even a prefix covering the host's own uplink takes none of the host's traffic."""
+    run_scenario(ROUTING)
 
 
 def test_the_rendered_table_names_each_peering_once() -> None:

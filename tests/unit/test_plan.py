@@ -14,6 +14,7 @@ from sixpn.cli.doctor import describe
 from sixpn.core import addressing
 from sixpn.core.desired import desired_state
 from sixpn.core.hoststate import (
+    PEERING_TABLE,
     SIXPN_ROUTE,
     HostState,
     MachineLink,
@@ -333,7 +334,7 @@ def test_routed_peering_is_wired_on_every_host_of_the_network_and_nowhere_else()
     mesh = {p.public_key: p.allowed_ips for p in on_b.wg_peers}
     assert mesh[a.public_key] == {addressing.host_prefix(1, 1), route}  # the gateway's
     assert route not in mesh[c.public_key]
-    assert Route(route, "sxw2") in on_b.routes
+    assert Route(route, "sxw2", PEERING_TABLE) in on_b.routes  # looked up only from 6PN
     assert on_b.peered == {peering}
 
     on_a = desired_state(a, hosts, ms, [vpc], listen_port=51820)
@@ -341,7 +342,7 @@ def test_routed_peering_is_wired_on_every_host_of_the_network_and_nowhere_else()
         addressing.peer_prefix(1, 1, 0),
         route,
     }
-    assert Route(route, "sxw1") in on_a.routes
+    assert Route(route, "sxw1", PEERING_TABLE) in on_a.routes
     assert on_a.peered == {peering}
 
     # c holds only network 2: nothing of the route

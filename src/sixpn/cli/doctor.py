@@ -50,11 +50,14 @@ def describe(op: object) -> str:
                 sorted(f"{x.network} . {x.prefix}" for x in peerings)
             )
         case p.ReplaceNftTable():
-            return "nftables: table inet sixpn is missing or its fixed rules were changed"
+            return (
+                "nftables: table inet sixpn is missing or its fixed rules were changed (or IPv6 "
+                "forwarding is off, or the routed peering rule is missing)"
+            )
         case p.AddRoute(route=r):
-            return f"route missing: {r.prefix} dev {r.ifname}"
+            return f"route missing: {_route(r)}"
         case p.RemoveRoute(route=r):
-            return f"route that should not be there: {r.prefix} dev {r.ifname}"
+            return f"route that should not be there: {_route(r)}"
         case p.WireMachine(link=link):
             return f"machine {link.machine_id} not (fully) wired ({link.address})"
         case p.UnwireMachine(link=link):
@@ -74,6 +77,14 @@ def describe(op: object) -> str:
         case p.RemoveWg(ifname=name):
             return f"WireGuard interface {name} should not be there"
     return str(op)
+
+
+def _route(route: object) -> str:
+    from sixpn.core.hoststate import MAIN_TABLE, Route
+
+    assert isinstance(route, Route)
+    table = "" if route.table == MAIN_TABLE else f" table {route.table}"
+    return f"{route.prefix} dev {route.ifname}{table}"
 
 
 def _some(names: list[str], shown: int = 10) -> str:

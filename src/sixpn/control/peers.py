@@ -7,11 +7,12 @@ region, or of the nearest region that has one; peer names are unique in their or
 (stricter than "unique in the network": a name then identifies a peer across the org's API);
 one public key is one peer on a gateway (WireGuard identifies peers by key).
 
-Extra routes (routed peering, SPEC 6) are unicast prefixes of an external network: every host
-holding the peer's network routes them into the mesh, so a prefix that would take a host's own
-traffic is refused (``::/0`` and anything shorter than /16, link-local, multicast, loopback and
-the IPv4-mapped range), as is one overlapping 6PN or another peer's route anywhere in the fleet
-(``control.gwindex``).
+Extra routes (routed peering, SPEC 6) are unicast prefixes of an external network. Every host
+holding the peer's network routes them into the mesh, in a table only packets from 6PN look up
+(``core.hoststate.PEERING_TABLE``), so no route takes a host's own traffic; still, what is not
+an external network's prefix is refused (``::/0`` and anything shorter than /16, link-local,
+multicast, loopback and the IPv4-mapped range), as is a prefix overlapping 6PN or another
+peer's route anywhere in the fleet (``control.gwindex``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from sixpn.model.entities import Host, Peer
 from sixpn.model.errors import AlreadyExists, Conflict, InvalidInput, NotFound
 
 MAX_ROUTES = 16
-MIN_ROUTE_PREFIXLEN = 16  # shorter would take much of the internet from every host of the network
+MIN_ROUTE_PREFIXLEN = 16  # shorter is no one network's, but a good part of the internet
 NOT_ROUTABLE = {
     IPv6Network("::/8"): "the loopback, unspecified and IPv4-mapped range",
     IPv6Network("fe80::/10"): "link-local",
@@ -56,8 +57,8 @@ def parse_routes(routes: Iterable[str]) -> tuple[IPv6Network, ...]:
             ) from exc
         if net.prefixlen < MIN_ROUTE_PREFIXLEN:
             raise InvalidInput(
-                f"route {text}: shorter than /{MIN_ROUTE_PREFIXLEN} (it would route that much of "
-                "every host's traffic of the network to the peer)",
+                f"route {text}: shorter than /{MIN_ROUTE_PREFIXLEN} (a routed prefix is one "
+                "external network's, not a good part of the internet)",
                 field="routes",
             )
         if net.overlaps(addressing.SIXPN_PREFIX):

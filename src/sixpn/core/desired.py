@@ -11,7 +11,8 @@
 - the forwarding pairs: the /48 of every network present on this host;
 - the sources: each local machine's veth with its /112 (what it may send from);
 - routed peering (SPEC 6): for every peer with routes whose network is present on this host,
-  each route goes to the WireGuard interface (a kernel route), into the AllowedIPs of the
+  each route goes to the WireGuard interface (a kernel route in the table that only packets
+  from 6PN look up, ``PEERING_TABLE``), into the AllowedIPs of the
   peer's gateway in the mesh (on the gateway itself it is in the client peer's already), and
   into ``peered`` with the network's /48: that network's machines and peers, and no others,
   exchange packets with it. A host without the network holds none of it;
@@ -26,6 +27,7 @@ from ipaddress import IPv6Network
 
 from sixpn.core import addressing
 from sixpn.core.hoststate import (
+    PEERING_TABLE,
     SIXPN_ROUTE,
     HostState,
     MachineLink,
@@ -106,7 +108,7 @@ def desired_state(
             )
         )
     routes = {Route(SIXPN_ROUTE, wg)} | {Route(link.prefix, link.host_ifname) for link in links}
-    routes |= {Route(r, wg) for p in routed for r in p.routes}
+    routes |= {Route(r, wg, PEERING_TABLE) for p in routed for r in p.routes}
     service = {addressing.DNS_ADDRESS}
     if me.gateway:
         # one address per network, not per peer: a gateway serves thousands of peers

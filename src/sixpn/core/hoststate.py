@@ -8,8 +8,9 @@ state" can be checked in pure tests, and a second plan from the result is empty.
 Names the agent owns (ARCHITECTURE habit 3): interfaces ``sx*`` (``sxw<host id>`` for
 WireGuard, unique on a machine that runs several hosts, as wireguard-go's control sockets share
 one directory; ``sxm<machine id[:12]>`` for a machine's host-side veth), namespaces
-``sixpn-m-<machine id>`` when the agent makes them, routes with protocol :data:`ROUTE_PROTO`,
-the nftables table ``inet sixpn``.
+``sixpn-m-<machine id>`` when the agent makes them, routes with protocol :data:`ROUTE_PROTO`
+(in the main table and in :data:`PEERING_TABLE`), the rule that sends 6PN's packets to
+:data:`PEERING_TABLE`, the nftables table ``inet sixpn``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,12 @@ MACHINE_IF_PREFIX = "sxm"
 WG_IF_PREFIX = "sxw"
 MACHINE_NETNS_PREFIX = "sixpn-m-"
 ROUTE_PROTO = 0x6E  # 110: "sixpn" in /etc/iproute2/rt_protos terms; routes we own carry it
+MAIN_TABLE = 254
+# Routed peering's prefixes live in a table of their own, looked up only for packets from 6PN
+# (rule ``from fdaa::/16 lookup 110``, just before the main table): whatever prefix a peer
+# routes, the host's own traffic (its WireGuard endpoints, the control plane) never follows it.
+PEERING_TABLE = 110
+PEERING_RULE_PRIORITY = 32000
 NFT_TABLE = "sixpn"  # family inet
 HOST_SIDE_ADDRESS = IPv6Address("fe80::1")  # every machine's default gateway
 SIXPN_ROUTE = addressing.SIXPN_PREFIX  # fdaa::/16 -> the WireGuard interface
@@ -70,6 +77,7 @@ class MachineLink:
 class Route:
     prefix: IPv6Network
     ifname: str
+    table: int = MAIN_TABLE
 
 
 @dataclass(frozen=True, slots=True)

@@ -259,8 +259,8 @@ def _net_key(net: IPv6Network) -> tuple[int, int]:
     return (int(net.network_address), net.prefixlen)
 
 
-def _route_key(route: Route) -> tuple[int, str]:
-    return (int(route.prefix.network_address), route.ifname)
+def _route_key(route: Route) -> tuple[int, int, str, int]:
+    return (int(route.prefix.network_address), route.prefix.prefixlen, route.ifname, route.table)
 
 
 def apply(state: HostState, ops: Iterable[Op]) -> HostState:

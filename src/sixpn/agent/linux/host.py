@@ -7,9 +7,10 @@
 
 Choices where the state type is silent:
 
-- ``nft_rules_ok`` covers the host's whole fixed data-path configuration: the table's rules
-  *and* IPv6 forwarding in this namespace. Either drifting makes the planner emit
-  ``ReplaceNftTable``, which rewrites the table and turns forwarding back on.
+- ``nft_rules_ok`` covers the host's whole fixed data-path configuration: the table's rules,
+  IPv6 forwarding in this namespace and the routing rule of routed peering (6PN's packets
+  look up ``PEERING_TABLE`` first). Any of them drifting makes the planner emit
+  ``ReplaceNftTable``, which rewrites the table and puts the other two back.
 - if this host's interface is absent but another ``sxw*`` link exists (the host ID changed),
   ``read`` reports that one, so that the planner removes it.
 - peers are set on this host's interface (``SetPeers`` carries no interface name), one
@@ -93,7 +94,9 @@ class LinuxHost:
             pairs=table.pairs,
             sources=table.sources,
             peered=table.peered,
-            nft_rules_ok=table.rules_ok and links.forwarding_enabled(),
+            nft_rules_ok=(
+                table.rules_ok and links.forwarding_enabled() and links.peering_rule_present()
+            ),
             partial_machines=aliases - machines,
         )
 
@@ -121,6 +124,7 @@ class LinuxHost:
             case EnsureWg(ifname=ifname, listen_port=port):
                 wg.ensure_interface(ifname, port, self.private_key_path, self.backend)
                 links.enable_forwarding()
+                links.ensure_peering_rule()
             case RemoveWg(ifname=ifname):
                 wg.remove_interface(ifname)
             case SetPeers(peers=peers):
@@ -142,6 +146,7 @@ class LinuxHost:
             case ReplaceNftTable(pairs=pairs, sources=sources, peered=peered):
                 nft.replace_table(self.wg_ifname, pairs, sources, peered)
                 links.enable_forwarding()
+                links.ensure_peering_rule()
             case AddPairs(networks=networks):
                 nft.add_pairs(networks)
             case RemovePairs(networks=networks):
@@ -176,6 +181,7 @@ class LinuxHost:
             steps.append(partial(wg.remove_interface, ifname))
         steps += [partial(links.remove_route, r) for r in links.read_routes()]
         steps += [partial(links.remove_address, a) for a in links.read_service_addresses()]
+        steps.append(links.remove_peering_rule)
         steps.append(nft.delete_table)  # last: isolation holds while machines are still wired
         errors: list[SixpnError] = []
         for step in steps:

@@ -13,8 +13,9 @@ Rules that hold:
 - the host side's alias records what it was wired for (``sixpn <id> <address> <netns>``), and
   ``read_machines`` checks that against the kernel (the peer's namespace by its netns ID, the
   peer's index, addresses, routes, files) instead of trusting it;
-- only routes with protocol ``ROUTE_PROTO`` and ``/128`` addresses inside ``fdaa::/16`` on ``lo``
-  are read, added or removed: nothing else in the namespace is touched.
+- only routes with protocol ``ROUTE_PROTO`` (in the main table and ``PEERING_TABLE``), the
+  rule ``from fdaa::/16 lookup PEERING_TABLE`` and ``/128`` addresses inside ``fdaa::/16`` on
+  ``lo`` are read, added or removed: nothing else in the namespace is touched.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
 from sixpn.core.hoststate import (
     HOST_SIDE_ADDRESS,
     MACHINE_IF_PREFIX,
+    MAIN_TABLE,
+    PEERING_RULE_PRIORITY,
+    PEERING_TABLE,
     ROUTE_PROTO,
     MachineLink,
     Route,
@@ -47,7 +51,7 @@ NETNS_DIR = Path("/var/run/netns")
 ETC_NETNS = Path("/etc/netns")
 FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
 ALIAS_TAG = "sixpn"
-MAIN_TABLE = 254
+TABLES = (MAIN_TABLE, PEERING_TABLE)
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02
 AF6 = socket.AF_INET6
@@ -192,16 +196,17 @@ class Snapshot:
         return [link for msg in self._links if (link := _from_alias(msg)) is not None]
 
     def routes(self) -> frozenset[Route]:
-        """The routes with protocol ``ROUTE_PROTO`` in the main table, and only those."""
+        """The routes with protocol ``ROUTE_PROTO`` in the main table and the peering table,
+        and only those."""
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in self._links}
         found = set()
         for r in self._routes:
             oif = r.get_attr("RTA_OIF")
             table = r.get_attr("RTA_TABLE") or r["table"]
-            if r["proto"] != ROUTE_PROTO or table != MAIN_TABLE or oif not in names:
+            if r["proto"] != ROUTE_PROTO or table not in TABLES or oif not in names:
                 continue
             dst = r.get_attr("RTA_DST") or "::"
-            found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif]))
+            found.add(Route(IPv6Network(f"{dst}/{r['dst_len']}"), names[oif], table))
         return frozenset(found)
 
     def service_addresses(self) -> frozenset[IPv6Address]:
@@ -388,7 +393,47 @@ def _route_spec(route: Route) -> dict[str, Any]:
         "dst_len": prefix.prefixlen,
         "proto": ROUTE_PROTO,
         "family": AF6,
+        "table": route.table,
     }
+
+
+# -- the rule of routed peering --------------------------------------------------------------
+
+_PEERING_RULE = {
+    "family": AF6,
+    "src": str(SIXPN_PREFIX.network_address),
+    "src_len": SIXPN_PREFIX.prefixlen,
+    "table": PEERING_TABLE,
+    "priority": PEERING_RULE_PRIORITY,
+}
+
+
+def peering_rule_present() -> bool:
+    """Whether ``from fdaa::/16 lookup PEERING_TABLE`` is there, at its priority."""
+    with _sys.netlink("reading routing rules"), IPRoute() as ipr:
+        return any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6))
+
+
+def ensure_peering_rule() -> None:
+    with _sys.netlink("adding the routed peering rule"), IPRoute() as ipr:
+        if not any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6)):
+            ipr.rule("add", **_PEERING_RULE)
+
+
+def remove_peering_rule() -> None:
+    with _sys.netlink("removing the routed peering rule"), IPRoute() as ipr:
+        while any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6)):
+            ipr.rule("del", **_PEERING_RULE)
+
+
+def _is_peering_rule(rule: Any) -> bool:
+    src = rule.get_attr("FRA_SRC")
+    return (
+        src is not None
+        and IPv6Network(f"{src}/{rule['src_len']}") == SIXPN_PREFIX
+        and (rule.get_attr("FRA_TABLE") or rule["table"]) == PEERING_TABLE
+        and rule.get_attr("FRA_PRIORITY") == PEERING_RULE_PRIORITY
+    )
 
 
 # -- service addresses on lo -----------------------------------------------------------------

@@ -230,7 +230,11 @@ async def test_wireguard_peers(server: ServerProcess, tmp_path: Path) -> None:
     byo_key = generate_keypair().public_key
     exists, byo = await asyncio.gather(
         sixpn(env, "wireguard", "create", "acme", "fra", "other", str(conf)),
-        ok(env, "wireguard", "create", "acme", "--public-key", byo_key, "--json", "--wait", "0"),
+        ok(
+            env,
+            *("wireguard", "create", "acme", "--public-key", byo_key, "--json", "--wait", "0"),
+            *("--no-dns", "--mtu", "1420"),  # a server's file: its own resolver, a fixed MTU
+        ),
     )
     exists.failed(1, "exists")
     assert conf.read_bytes() == before
@@ -240,6 +244,9 @@ async def test_wireguard_peers(server: ServerProcess, tmp_path: Path) -> None:
     assert byo_answer["file"] is None
     assert private_key not in byo_answer["config"]
     assert "# PrivateKey = " in byo_answer["config"]
+    byo_lines = byo_answer["config"].splitlines()
+    assert "MTU = 1420" in byo_lines
+    assert not [line for line in byo_lines if line.startswith("DNS")]
 
     listed = await ok(env, "wireguard", "list", "acme", "--json")
     peers = [codec.decode(Peer, json.dumps(p).encode()) for p in listed.json()]  # type: ignore[attr-defined]
@@ -292,6 +299,7 @@ async def test_wireguard_create_refuses_bad_input_and_creates_nothing(
         (("acme", "fra", "p6", str(existing)), 1, "already exists"),
         (("acme", "fra", "p7", fresh, "--route", "10.0.0.0/8"), 2, "not an IPv6 prefix"),
         (("acme", "fra", "p8", fresh, "--route", "fdaa:1::/32"), 1, "overlaps 6PN"),
+        (("acme", "fra", "p9", fresh, "--mtu", "1000"), 2, "--mtu"),
     ]
     results = await asyncio.gather(*(sixpn(env, "wireguard", "create", *a) for a, _, _ in cases))
     for (args, code, fragment), result in zip(cases, results, strict=True):

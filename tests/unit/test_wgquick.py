@@ -108,3 +108,24 @@ def test_bad_values_are_refused_naming_the_field(overrides: dict[str, object], f
     with pytest.raises(InvalidInput) as err:
         render(**overrides)
     assert err.value.field == field
+
+
+def test_a_server_peer_keeps_its_resolver_and_gets_an_mtu() -> None:
+    """SPEC 6: the instance in a VPC must keep the VPC's resolver (its RDS endpoint) and fit
+    the internet path to the gateway; the DNS address stays visible as a comment."""
+    text = render(use_dns=False, mtu=1420)
+    lines = text.splitlines()
+    assert "DNS = fdaa:0:18::3" not in lines
+    assert "# DNS = fdaa:0:18::3  (left out: .internal names resolve there)" in lines
+    assert lines[lines.index("[Peer]") - 2] == "MTU = 1420"
+    parser = configparser.ConfigParser()
+    parser.optionxform = str  # type: ignore[assignment,method-assign]
+    parser.read_string(text)
+    assert dict(parser["Interface"]).keys() == {"PrivateKey", "Address", "MTU"}
+
+
+@pytest.mark.parametrize("mtu", [1279, 9001, 0, True])
+def test_an_mtu_out_of_range_is_refused(mtu: object) -> None:
+    with pytest.raises(InvalidInput) as info:
+        render(mtu=mtu)
+    assert info.value.field == "mtu"

@@ -105,6 +105,17 @@ def wireguard() -> None:
     "--route", "routes", multiple=True, metavar="CIDR", help="Extra IPv6 prefix behind the peer."
 )
 @click.option(
+    "--no-dns",
+    is_flag=True,
+    help="Leave the DNS line out (a server keeps its own resolver; .internal names still "
+    "resolve at the network's DNS address).",
+)
+@click.option(
+    "--mtu",
+    type=click.IntRange(1280, 9000),
+    help="Write an MTU line (default: wg-quick's, the outgoing interface's MTU less 80).",
+)
+@click.option(
     "--wait",
     type=click.FloatRange(min=0),
     default=10.0,
@@ -122,6 +133,8 @@ def create(
     ephemeral: bool,
     public_key: str | None,
     routes: tuple[str, ...],
+    no_dns: bool,
+    mtu: int | None,
     wait: float,
     as_json: bool,
 ) -> None:
@@ -155,7 +168,8 @@ def create(
             "(is its agent running?); the first connection may take a few seconds longer",
             err=True,
         )
-    text = _render(created, None if keypair is None else keypair.private_key, pubkey)
+    private_key = None if keypair is None else keypair.private_key
+    text = _render(created, private_key, pubkey, use_dns=not no_dns, mtu=mtu)
     if path is not None:
         try:
             _write_new(path, text)
@@ -212,7 +226,14 @@ async def _installed(c: Client, org: str, name: str, wait: float) -> bool:
         await asyncio.sleep(0.05)
 
 
-def _render(created: PeerCreated, private_key: str | None, public_key: str) -> str:
+def _render(
+    created: PeerCreated,
+    private_key: str | None,
+    public_key: str,
+    *,
+    use_dns: bool = True,
+    mtu: int | None = None,
+) -> str:
     peer, gw = created.peer, created.gateway
     return render_wg_quick(
         private_key,
@@ -226,6 +247,8 @@ def _render(created: PeerCreated, private_key: str | None, public_key: str) -> s
             f"gateway {gw.name} ({gw.region})"
         ),
         public_key=public_key,
+        use_dns=use_dns,
+        mtu=mtu,
     )
 
 

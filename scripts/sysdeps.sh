@@ -17,6 +17,8 @@ packages=(
   iperf3        # data-path benchmark
   tcpdump       # the tests' capture of the underlay
   gcc           # builds the DNS server's C fast path at install time
+  postgresql    # the server of `sixpn lab vpc` (its "RDS"; clusters of its own, see below)
+  postgresql-client  # psql: machines query that database in the tests and the demo
   "$@"
 )
 
@@ -62,6 +64,27 @@ newer_wireguard_go() {
   rm -rf "$tmp"
 }
 
+# `sixpn lab vpc` runs PostgreSQL clusters of its own (initdb into a directory per lab): the
+# "main" cluster the server package creates on install (and starts on port 5432 where systemd
+# runs) is not needed. postgresql-common's postinst skips it when its createcluster.conf says
+# create_main_cluster = false; that file is installed through ucf, which keeps one that exists
+# already when UCF_FORCE_CONFFOLD is set (the package's version goes next to it, .ucf-dist).
+# So: only when postgresql-common is not installed yet and the file does not exist, write it
+# first. An installed postgresql-common or an existing file is the administrator's: left alone.
+no_main_cluster() {
+  local conf=/etc/postgresql-common/createcluster.conf
+  if installed postgresql-common || [ -e "$conf" ]; then
+    return 1
+  fi
+  mkdir -p "${conf%/*}"
+  cat >"$conf" <<'CONF'
+# Written by sixpn's scripts/sysdeps.sh before postgresql-common was installed: no "main"
+# cluster on install (sixpn's lab makes clusters of its own). The package's template, for the
+# other settings: /usr/share/postgresql-common/createcluster.conf.
+create_main_cluster = false
+CONF
+}
+
 missing=()
 for pkg in "${packages[@]}"; do
   installed "$pkg" || missing+=("$pkg")
@@ -76,6 +99,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "sysdeps: installing ${missing[*]}"
+  if [[ " ${missing[*]} " == *" postgresql "* ]] && no_main_cluster; then
+    export UCF_FORCE_CONFFOLD=1
+    echo "sysdeps: no main PostgreSQL cluster on install (/etc/postgresql-common/createcluster.conf)"
+  fi
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi

@@ -160,6 +160,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
     _table(inv["machines"], cols)
     click.echo("\npeers")
     _table(inv["peers"], ("name", "org", "network", "address", "gateway", "laptop"))
+    if inv["vpcs"]:
+        click.echo("\nvpcs (database URLs: lab status --json)")
+        _table(inv["vpcs"], ("name", "org", "nat", "ec2", "db", "forward_running", "db_running"))
 
 
 def _table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> None:
@@ -226,6 +229,39 @@ def peer(
         f"interface {made['ifname']}, file {made['conf']}"
     )
     click.echo(f"  try: sixpn lab exec {name} -- dig +short AAAA <app>.internal")
+
+
+@lab.command("vpc")
+@click.argument("name")
+@click.option("--org", required=True, envvar="SIXPN_ORG", help="The peer's organization.")
+@click.option("--network", default="default", show_default=True, help="The network it joins.")
+@click.option("--region", help="Gateway region (default: the lab's first gateway's).")
+@click.pass_context
+def vpc_(ctx: click.Context, name: str, org: str, network: str, region: str | None) -> None:
+    """An external network (an AWS VPC) joined as WireGuard peer NAME (SPEC 6).
+
+    A NAT, an "EC2" instance running stock wg-quick and `sixpn forward '[::]:5432' ...`, and an
+    IPv4-only PostgreSQL ("RDS"); machines of the network reach it as NAME._peer.internal:5432.
+    """
+    from sixpn.lab import vpc
+
+    _preflight()
+    the_lab = _lab(ctx)
+    with _terminate_as_exit():
+        made = vpc.create(the_lab, name, org, network, region, progress=click.echo)
+    click.echo(f"vpc {name} is up: peer {made['peer_address']} of {org}/{network}")
+    click.echo(f"  database URL: {made['url']}")
+    machine = next(
+        (
+            m
+            for m in collect(the_lab)["machines"]
+            if m["org"] == org and m["network"] == network and m["state"] == "started"
+        ),
+        None,
+    )
+    query = "select text from greetings order by id"
+    click.echo(f"  try: sixpn lab exec {machine['id'] if machine else '<machine>'} -- ", nl=False)
+    click.echo(f'psql "{made["url"]}" -Atc "{query}"')
 
 
 @lab.command()

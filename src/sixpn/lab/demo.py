@@ -165,6 +165,20 @@ class Demo:
             _contains("hello from"),
         )
 
+        self.title("An AWS VPC joins acme's network: an IPv4-only PostgreSQL behind one peer")
+        made = self.step(["vpc", "db", "--org", "acme"], _ok, timeout=120)
+        url = next((line.split(": ", 1)[1] for line in made.splitlines() if "URL: " in line), "")
+        query = "select text from greetings where id = 1"
+        self.title("api (on fra-2) queries it by the peer's name: sixpn forward on the peer")
+        self.step(
+            ["exec", "api@fra-2", "--", "psql", url, "-Atc", query], _says("hello from the VPC")
+        )
+        self.title("globex's machine cannot: the peer's name does not exist for it")
+        self.step(
+            ["exec", "shop@ams-1", "--", "psql", url, "-Atc", query],
+            _fails_saying("could not translate host name"),
+        )
+
     def _wait_served(self, addresses: set[str], timeout: float = 15) -> None:
         """Until the services listen (they start in the background), so the story reads
         straight; a service that never comes up shows as a failed request below."""
@@ -219,6 +233,22 @@ def _answers(expected: set[str]) -> Check:
 def _contains(text: str) -> Check:
     def check(done: subprocess.CompletedProcess[str]) -> str | None:
         return None if done.returncode == 0 and text in done.stdout else f"expected {text!r}"
+
+    return check
+
+
+def _says(text: str) -> Check:
+    def check(done: subprocess.CompletedProcess[str]) -> str | None:
+        ok = done.returncode == 0 and done.stdout.strip() == text
+        return None if ok else f"expected {text!r}, exit {done.returncode}"
+
+    return check
+
+
+def _fails_saying(text: str) -> Check:
+    def check(done: subprocess.CompletedProcess[str]) -> str | None:
+        ok = done.returncode != 0 and text in done.stderr
+        return None if ok else f"expected a failure saying {text!r}"
 
     return check
 

@@ -1,9 +1,9 @@
 """What a lab holds right now (``sixpn lab status``) and which machine a name means (``exec``).
 
 The truth about orgs, machines and peers is the control plane's (the API); where things run is
-the lab's (``lab.json``: namespaces, PIDs, laptops) and the agents' (``status.json``). Machines
-are listed org by org in creation order, each org's as the API lists them (creation order), so
-"the first machine of an app" is the oldest one still there.
+the lab's (``lab.json``: namespaces, PIDs, laptops, VPCs) and the agents' (``status.json``).
+Machines are listed org by org in creation order, each org's as the API lists them (creation
+order), so "the first machine of an app" is the oldest one still there.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ Record = dict[str, Any]
 
 
 def collect(lab: Lab) -> Record:
-    """Hosts, machines (not destroyed ones) and peers, as plain JSON-ready dicts."""
+    """Hosts, machines (not destroyed ones), peers and VPCs, as plain JSON-ready dicts."""
     state = lab.state
     assert state is not None
     hosts = [_host(lab, name, h) for name, h in state.hosts.items()]
@@ -44,6 +44,7 @@ def collect(lab: Lab) -> Record:
         "hosts": hosts,
         "machines": machines,
         "peers": peers,
+        "vpcs": [_vpc(name, v) for name, v in state.vpcs.items()],
     }
 
 
@@ -97,6 +98,26 @@ def _peer(lab: Lab, p: Record) -> Record:
         "address": p["address"],
         "gateway": p["gateway"],
         "laptop": laptop["ns"] if mine and laptop else None,
+    }
+
+
+def _vpc(name: str, v: Record) -> Record:
+    """Where a VPC's parts run (``lab vpc``; vpc.py), and its database URL."""
+    forward, postgres = v.get("forward_pid"), v.get("postgres_pid")
+    return {
+        "name": name,
+        "org": v["org"],
+        "network": v["network"],
+        "peer_address": v.get("peer_address"),
+        "url": v.get("url"),
+        "nat": f"{v['nat_ns']} ({v['nat_underlay']})",
+        "ec2": f"{v['ec2_ns']} ({v['ec2_address']})",
+        "db": f"{v['db_ns']} ({v['db_address']})",
+        "forward_pid": forward,
+        "forward_running": forward is not None and _alive(forward),
+        "postgres_pid": postgres,
+        "db_running": postgres is not None and _alive(postgres),
+        "data_dir": v["pg_dir"],
     }
 
 

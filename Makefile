@@ -93,3 +93,11 @@ bench-forward: venv
 bench-peers: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
 	$(BIN)/python bench/peers_bench.py $(BENCH_ARGS)
+
+# PostgreSQL through the fabric and `sixpn forward` against the same query inside the VPC, same
+# run: a lab with `sixpn lab vpc`, pgbench from three places (root; see bench/README.md), ~2 min.
+# `make bench-vpc BENCH_ARGS=--quick` for a smoke run.
+.PHONY: bench-vpc
+bench-vpc: venv
+	@scripts/sysdeps.sh postgresql postgresql-client openresolv wireguard-go wireguard-tools nftables iproute2 iputils-ping
+	$(BIN)/python bench/vpc_bench.py $(BENCH_ARGS)

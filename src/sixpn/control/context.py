@@ -5,7 +5,6 @@ Passing the clock and randomness in keeps the use cases deterministic under test
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from sixpn.control import tx
+from sixpn.control.ids import IdBlocks
 from sixpn.core.regions import RegionCatalogue
 from sixpn.store import Store
 
@@ -27,15 +27,12 @@ class Context:
     rand_bytes: Callable[[int], bytes] = secrets.token_bytes
     rand_below: Callable[[int], int] = secrets.randbelow
 
-    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    ids: IdBlocks = field(default_factory=IdBlocks)
 
-    async def run(
-        self, fn: Callable[[tx.Tx], Awaitable[T]], *, what: str, serialize: str | None = None
-    ) -> T:
-        """Run a use case; ``serialize`` names a hot key (an ID counter) whose writers in this
-        process take turns, so that they do not all lose their compare-and-swap to each other
-        (replicas still rely on the compare)."""
-        if serialize is None:
-            return await tx.run(self.store, self.clock, fn, what=what)
-        async with self.locks.setdefault(serialize, asyncio.Lock()):
-            return await tx.run(self.store, self.clock, fn, what=what)
+    async def take_id(self, counter: str, *, what: str) -> int:
+        """A network or host ID: unique across replicas, never reused (``control.ids``)."""
+        return await self.ids.take(self.store, self.clock, counter, what=what)
+
+    async def run(self, fn: Callable[[tx.Tx], Awaitable[T]], *, what: str) -> T:
+        """Run a use case: its reads compared at the commit, run again on interference."""
+        return await tx.run(self.store, self.clock, fn, what=what)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from sixpn.control import codec, keys
 from sixpn.control.context import Context
-from sixpn.control.orgs import next_counter
 from sixpn.control.tokens import Tokens
 from sixpn.control.tx import Tx, delete_guarded
 from sixpn.core.names import validate_name
@@ -46,7 +45,7 @@ class Hosts:
                     field="public_key",
                 )
             tx.put_text(keys.host_key(public_key), name)
-            host_id = await next_counter(tx, keys.COUNTER_HOST, "allocating host ID")
+            host_id = await self.ctx.take_id(keys.COUNTER_HOST, what="allocating host ID")
             host = Host(
                 name=name,
                 host_id=host_id,
@@ -62,7 +61,7 @@ class Hosts:
             )
             return host, secret
 
-        return await self.ctx.run(fn, what=f"joining host '{name}'", serialize=keys.COUNTER_HOST)
+        return await self.ctx.run(fn, what=f"joining host '{name}'")
 
     async def get(self, name: str) -> Host:
         kv = await self.ctx.store.get(keys.host(name))

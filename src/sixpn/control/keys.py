@@ -5,7 +5,7 @@ Entity keys (streamed to agents, first segment = kind):
     host/<host>                     hoststatus/<host>
     machine/<org>/<app>/<id>        peer/<org>/<peer>
 Internal keys (never streamed):
-    counter/network, counter/host   last allocated ID: IDs are never reused
+    counter/network, counter/host   last ID claimed by a replica (blocks of 64, control/ids.py)
     netid/<net32>                   "<org>/<net>": which network owns an ID
     mid/<id>                        the machine's entity key (lookup by ID; IDs are never reused)
     mfield/<net32>/<host32>/<f32>   machine ID: a field is unique per (network, host)

@@ -13,7 +13,6 @@ import builtins
 from sixpn.control import codec, keys
 from sixpn.control.context import Context
 from sixpn.control.tx import Tx, delete_guarded
-from sixpn.core.alloc import next_id
 from sixpn.core.names import validate_name
 from sixpn.model.entities import App, Machine, MachineState, Network, Org, Peer, Token
 from sixpn.model.errors import AlreadyExists, Conflict, NotFound
@@ -23,13 +22,6 @@ DEFAULT_NETWORK = "default"
 
 def org_missing(org: str) -> str:
     return f"organization '{org}' not found"
-
-
-async def next_counter(tx: Tx, key: str, what: str) -> int:
-    kv = await tx.get(key)
-    value = next_id(int(kv.value) if kv else 0, what=what)
-    tx.put_text(key, str(value))
-    return value
 
 
 async def live_org(tx: Tx, org: str) -> Org:
@@ -64,7 +56,7 @@ class Orgs:
         async def fn(tx: Tx) -> Org:
             if await tx.get(keys.org(name)) is not None:
                 raise AlreadyExists(f"organization '{name}' already exists", field="name")
-            net_id = await next_counter(tx, keys.COUNTER_NETWORK, "allocating network ID")
+            net_id = await self._net_id(tx)
             org = Org(name=name, created_at=tx.now)
             net = Network(org=name, name=DEFAULT_NETWORK, net_id=net_id, created_at=tx.now)
             tx.put(keys.org(name), org)
@@ -72,9 +64,7 @@ class Orgs:
             tx.put_text(keys.netid(net_id), f"{name}/{DEFAULT_NETWORK}")
             return org
 
-        return await self.ctx.run(
-            fn, what=f"creating organization '{name}'", serialize=keys.COUNTER_NETWORK
-        )
+        return await self.ctx.run(fn, what=f"creating organization '{name}'")
 
     async def get(self, name: str) -> Org:
         kv = await self.ctx.store.get(keys.org(name))
@@ -129,15 +119,21 @@ class Orgs:
                 raise AlreadyExists(
                     f"network '{name}' already exists in organization '{org}'", field="name"
                 )
-            net_id = await next_counter(tx, keys.COUNTER_NETWORK, "allocating network ID")
+            net_id = await self._net_id(tx)
             net = Network(org=org, name=name, net_id=net_id, created_at=tx.now)
             tx.put(keys.network(org, name), net)
             tx.put_text(keys.netid(net_id), f"{org}/{name}")
             return net
 
-        return await self.ctx.run(
-            fn, what=f"creating network '{org}/{name}'", serialize=keys.COUNTER_NETWORK
-        )
+        return await self.ctx.run(fn, what=f"creating network '{org}/{name}'")
+
+    async def _net_id(self, tx: Tx) -> int:
+        """A network ID from this replica's block, checked free in the create's own commit."""
+        net_id = await self.ctx.take_id(keys.COUNTER_NETWORK, what="allocating network ID")
+        holder = await tx.get(keys.netid(net_id))
+        if holder is not None:  # only a store written by hand, or a bug, gets here
+            raise Conflict(f"network ID {net_id} is taken by '{holder.value.decode()}'")
+        return net_id
 
     async def get_network(self, org: str, name: str) -> Network:
         kv = await self.ctx.store.get(keys.network(org, name))

@@ -12,7 +12,11 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
 
 
 @click.group("agent", invoke_without_command=True)
-@click.option("--control", envvar="SIXPN_API", help="Control plane URL.")
+@click.option(
+    "--control",
+    envvar="SIXPN_API",
+    help="Control plane URL, or several replicas' URLs separated by commas.",
+)
 @click.option("--join-token", envvar="SIXPN_JOIN_TOKEN", help="Join token (first start only).")
 @click.option("--name", help="This host's name (a DNS label).")
 @click.option("--region", help="This host's region code.")

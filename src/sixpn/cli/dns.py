@@ -8,7 +8,12 @@ import click
 
 
 @click.command("dns")
-@click.option("--control", envvar="SIXPN_API", required=True, help="Control plane URL.")
+@click.option(
+    "--control",
+    envvar="SIXPN_API",
+    required=True,
+    help="Control plane URL, or several replicas' URLs separated by commas.",
+)
 @click.option(
     "--token", envvar="SIXPN_TOKEN", required=True, help="Host credential or admin token."
 )

@@ -8,10 +8,18 @@ schemas, so client and server cannot disagree on a field name.
 
 The token is a secret: it is sent as ``Authorization: Bearer`` and never appears in ``repr``
 or in logs (httpx logs request lines, not headers).
+
+Several replicas (``url`` = ``"URL,URL,..."``, as in ``SIXPN_API`` or ``--control``): the client
+talks to one at a time and moves to the next when it cannot reach it. A request moves with it
+only when it surely was not received (the connection was never made), or when it is a read
+(GET): a create whose answer was lost is not sent twice. The change stream (:meth:`follow`)
+reconnects to the next replica after any failure and resumes from its last revision, which
+every replica shares (they serve one store).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from types import TracebackType
@@ -55,12 +63,38 @@ from sixpn.model.entities import (
     Token,
     TokenKind,
 )
+from sixpn.model.errors import Unavailable
 
 T = TypeVar("T")
+log = logging.getLogger("sixpn.client")
 
 DEFAULT_API = "http://127.0.0.1:7180"
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 WATCH_READ_TIMEOUT = 60.0  # several heartbeats (10 s by default): a silent stream is a dead one
+
+
+def _http_client(
+    url: str,
+    headers: Mapping[str, str],
+    timeout: httpx.Timeout,
+    transport: httpx.AsyncBaseTransport | None,
+) -> httpx.AsyncClient:
+    base_url = url
+    if url.startswith("unix:"):
+        # A control plane on a Unix socket (a local server; the tests' namespaces).
+        transport = transport or httpx.AsyncHTTPTransport(uds=url[5:])
+        base_url = "http://sixpn"
+    return httpx.AsyncClient(
+        base_url=base_url, headers=dict(headers), timeout=timeout, transport=transport
+    )
+
+
+def _may_resend(method: str, exc: Unavailable) -> bool:
+    """Whether a failed request may go to another replica: a read always; anything when the
+    connection was never made (so the request never reached a server)."""
+    cause = exc.__cause__
+    never_sent = isinstance(cause, httpx.ConnectError | httpx.ConnectTimeout)
+    return method == "GET" or never_sent
 
 
 def _seg(value: str) -> str:
@@ -68,8 +102,17 @@ def _seg(value: str) -> str:
     return quote(value, safe="")
 
 
+def split_urls(urls: str) -> list[str]:
+    """``"URL[,URL...]"`` as checked base URLs, in order; InvalidInput names a bad one."""
+    found = [check_url(u.strip()) for u in urls.split(",") if u.strip()]
+    if not found:
+        found = [check_url(urls)]  # the empty string: check_url says what is wrong
+    return found
+
+
 class Client:
-    """An async client of one control plane. Use as ``async with``, or call :meth:`aclose`."""
+    """An async client of a control plane (one or several replicas). Use as ``async with``,
+    or call :meth:`aclose`."""
 
     def __init__(
         self,
@@ -80,21 +123,33 @@ class Client:
         watch_read_timeout: float = WATCH_READ_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.url = check_url(url)
+        self.urls = split_urls(url)
+        self._current = 0
         self._has_token = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = timeout
         self._watch_timeout = httpx.Timeout(
             connect=timeout.connect, read=watch_read_timeout, write=timeout.write, pool=timeout.pool
         )
-        base_url = self.url
-        if self.url.startswith("unix:"):
-            # A control plane on a Unix socket (a local server; the tests' namespaces).
-            transport = transport or httpx.AsyncHTTPTransport(uds=self.url[5:])
-            base_url = "http://sixpn"
-        self._http = httpx.AsyncClient(
-            base_url=base_url, headers=headers, timeout=timeout, transport=transport
-        )
+        self._clients = [
+            _http_client(u, headers, timeout, transport if len(self.urls) == 1 else None)
+            for u in self.urls
+        ]
+
+    @property
+    def url(self) -> str:
+        """The replica this client talks to now."""
+        return self.urls[self._current]
+
+    @property
+    def _http(self) -> httpx.AsyncClient:
+        return self._clients[self._current]
+
+    def _move_on(self, failed: str, why: Exception) -> None:
+        """After a failure at ``failed``: the next replica (if that one is still current)."""
+        if len(self.urls) > 1 and self.url == failed:
+            self._current = (self._current + 1) % len(self.urls)
+            log.warning("control plane at %s: %s; now using %s", failed, why, self.url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
@@ -122,7 +177,8 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        for http in self._clients:
+            await http.aclose()
 
     # -- the one request path ---------------------------------------------------------------
 
@@ -135,11 +191,21 @@ class Client:
         params: Mapping[str, str | int] | None = None,
     ) -> bytes:
         payload = None if body is None else body.model_dump(mode="json")
-        with translating(self.url):
-            resp = await self._http.request(method, path, json=payload, params=params)
-        if resp.is_error:
-            raise error_from_answer(self.url, resp.status_code, resp.content)
-        return resp.content
+        for tries_left in reversed(range(len(self.urls))):
+            url, http = self.url, self._http
+            try:
+                with translating(url):
+                    resp = await http.request(method, path, json=payload, params=params)
+            except Unavailable as exc:
+                if not tries_left or not _may_resend(method, exc):
+                    self._move_on(url, exc)  # the next call tries another replica
+                    raise
+                self._move_on(url, exc)
+                continue
+            if resp.is_error:
+                raise error_from_answer(url, resp.status_code, resp.content)
+            return resp.content
+        raise AssertionError("unreachable: the last try raises or returns")
 
     async def _get(self, tp: type[T], path: str, **params: str | int) -> T:
         return decode(self.url, tp, await self._call("GET", path, params=params or None))
@@ -353,15 +419,20 @@ class Client:
 
         Most callers want :meth:`follow`, which survives drops and restarts.
         """
-        with translating(self.url):
-            async with self._http.stream(
-                "GET", "/v1/watch", params={"since": since}, timeout=self._watch_timeout
-            ) as resp:
-                if resp.is_error:
-                    raise error_from_answer(self.url, resp.status_code, await resp.aread())
-                async for line in resp.aiter_lines():
-                    if line.strip():
-                        yield feed.parse_line(self.url, line)
+        url, http = self.url, self._http
+        try:
+            with translating(url):
+                async with http.stream(
+                    "GET", "/v1/watch", params={"since": since}, timeout=self._watch_timeout
+                ) as resp:
+                    if resp.is_error:
+                        raise error_from_answer(url, resp.status_code, await resp.aread())
+                    async for line in resp.aiter_lines():
+                        if line.strip():
+                            yield feed.parse_line(url, line)
+        except Unavailable as exc:
+            self._move_on(url, exc)  # the follower's next connection goes to another replica
+            raise
 
     def follow(
         self, since: int, *, min_backoff: float = 0.1, max_backoff: float = 5.0

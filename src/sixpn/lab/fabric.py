@@ -10,6 +10,10 @@ and wires its machines into namespaces of their own.
 Everything the lab makes is written down in ``<root>/lab.json`` as it is made, so that ``down``
 (in this process or another: ``sixpn lab down``) removes exactly that, also after a crash, and
 running it twice is fine. Processes are stopped by PID only.
+
+The module's public functions (``ip_in``, ``sysctl_in``, ``run_checked``, ``spawn_logged``,
+``pid_runs``, ``stop_pid``, ``kill_namespace_processes``, ...) are the tools the lab's other
+parts (``laptop``, ``vpc``, ``postgres``) build with, so that they all act the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from typing import Any
 import httpx
 
 from sixpn.lab import netns
+from sixpn.lab.process import kill_namespace_processes, stop_pid
 from sixpn.model.errors import SixpnError
 
 UNDERLAY_NET = "192.0.2"
@@ -152,9 +157,9 @@ class Lab:
         self.add_namespace(under)
         # A stand-in for a network: bridged frames skip the host's IP netfilter hooks
         # (br_netfilter is built into some kernels and on in every new namespace).
-        _sysctl(under, *(f"net.bridge.bridge-nf-call-{t}=0" for t in BRIDGE_NF))
-        _ip(under, "link", "add", "br0", "type", "bridge")
-        _ip(under, "link", "set", "br0", "up")
+        sysctl_in(under, *(f"net.bridge.bridge-nf-call-{t}=0" for t in BRIDGE_NF))
+        ip_in(under, "link", "add", "br0", "type", "bridge")
+        ip_in(under, "link", "set", "br0", "up")
         say(f"underlay: namespace {under}, bridge br0, {UNDERLAY_NET}.0/24")
         for i, spec in enumerate(hosts, start=1):
             ns = f"{netns.PREFIX}h{self.state.lab_id}-{spec.name}"
@@ -188,10 +193,10 @@ class Lab:
     def plug_into_underlay(self, ns: str, outer: str, address: str) -> None:
         """Join ``ns`` to the underlay bridge: ``eth0`` with ``address``/24 inside it."""
         under = self.underlay_ns
-        _ip(under, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
-        _ip(under, "link", "set", outer, "master", "br0", "up")
-        _ip(ns, "addr", "add", f"{address}/24", "dev", "eth0")
-        _ip(ns, "link", "set", "eth0", "up")
+        ip_in(under, "link", "add", outer, "type", "veth", "peer", "name", "eth0", "netns", ns)
+        ip_in(under, "link", "set", outer, "master", "br0", "up")
+        ip_in(ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        ip_in(ns, "link", "set", "eth0", "up")
 
     def cli_env(self) -> dict[str, str]:
         """The environment under which a ``sixpn`` command talks to this lab as its admin."""
@@ -273,7 +278,7 @@ class Lab:
         pid = self.state.pids.pop(f"agent-{name}", None)
         self._save()
         if pid is not None:
-            _stop_pid(pid, sig)
+            stop_pid(pid, sig)
 
     def status(self, name: str) -> dict[str, Any] | None:
         assert self.state is not None
@@ -357,7 +362,7 @@ class Lab:
 
             vpc.teardown(self)
         for role in [r for r in self.state.pids if r.startswith("agent-")]:
-            _stop_pid(self.state.pids.pop(role))
+            stop_pid(self.state.pids.pop(role))
         self._save()
         machine_ids: list[str] = []
         if "server" in self.state.pids:
@@ -377,28 +382,32 @@ class Lab:
         for mid in machine_ids:
             ns = self.machine_ns(mid)
             if netns.exists(ns):
-                _kill_namespace_processes(ns)
+                kill_namespace_processes(ns)
                 netns.remove(ns)
         for ns in reversed(self.state.namespaces):
             if netns.exists(ns):
-                _kill_namespace_processes(ns)
+                kill_namespace_processes(ns)
                 netns.remove(ns)
         self.state.namespaces.clear()
         if "server" in self.state.pids:
-            _stop_pid(self.state.pids.pop("server"))
+            stop_pid(self.state.pids.pop("server"))
         self._save()
         # Nothing of the lab stays behind: its store, the hosts' keys and credentials, the logs.
         shutil.rmtree(self.root, ignore_errors=True)
         self.state = None
 
 
-def _ip(ns: str, *args: str) -> None:
+# -- tools for the lab's parts (this module, laptop, vpc, postgres; processes: lab/process.py) --
+
+
+def ip_in(ns: str, *args: str) -> None:
+    """``ip ARGS`` in namespace ``ns``; a LabError naming the command if it fails."""
     result = netns.run(ns, ["ip", *args])
     if result.returncode != 0:
         raise LabError(f"ip {' '.join(args)} in {ns}: {result.stderr.strip()}")
 
 
-def _sysctl(ns: str, *settings: str) -> None:
+def sysctl_in(ns: str, *settings: str) -> None:
     """Set sysctls in a namespace; the ones this kernel lacks (no br_netfilter) are skipped."""
     for setting in settings:
         key = setting.split("=", 1)[0]
@@ -408,51 +417,36 @@ def _sysctl(ns: str, *settings: str) -> None:
                 raise LabError(f"sysctl {setting} in {ns}: {result.stderr.strip()}")
 
 
+def run_checked(
+    argv: list[str],
+    what: str,
+    *,
+    cwd: Path | None = None,
+    input: str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 60,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end (``input`` on its standard input, else none); a LabError saying
+    ``what`` was being done, with the end of its output, if it fails."""
+    done = subprocess.run(
+        argv,
+        cwd=cwd,
+        input=input,
+        env=env,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise LabError(f"{what}: {(done.stderr or done.stdout).strip()[-800:]}")
+    return done
+
+
 def _wait(check: Any, timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:
             raise LabTimeout(f"lab: timed out after {timeout}s waiting for {what}")
         time.sleep(0.05)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    with contextlib.suppress(ChildProcessError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        return done == 0
-    return not _exited(pid)
-
-
-def _exited(pid: int) -> bool:
-    """A process of another (earlier) command, now init's child, that has exited: a zombie
-    until init reaps it, which some inits (this machine's) do seconds later; waiting for that
-    made every PID ``down`` stopped cost about 2 s."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
-
-
-def _stop_pid(pid: int, sig: int = signal.SIGTERM, grace: float = 5.0) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, sig)
-    deadline = time.monotonic() + grace
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    if _alive(pid):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        while _alive(pid):
-            time.sleep(0.02)
-
-
-def _kill_namespace_processes(ns: str) -> None:
-    """Stop what still runs inside a lab namespace (wireguard-go daemons, by their PIDs)."""
-    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True, check=False)
-    for pid in (int(p) for p in out.stdout.split()):
-        _stop_pid(pid, grace=2.0)

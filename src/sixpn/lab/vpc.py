@@ -31,17 +31,15 @@ peering, the DB's IPv6 default route pointing at the instance.
 Rules that hold here, as in ``fabric``: every namespace, directory and process is written into
 lab.json before it is made, so ``Lab.down`` (``teardown``) removes a half-built VPC too, and a
 failed ``create`` removes what it made before raising. Processes are stopped by PID: the
-forwarder with SIGTERM, PostgreSQL with SIGINT (its "fast" shutdown). PostgreSQL runs as the
-``postgres`` user through ``setpriv``, which execs: ``runuser`` would stay in between as a
-parent that answers a signal with SIGTERM (PostgreSQL's "smart" shutdown, which waits for
-clients) and SIGKILL two seconds later. Its cluster lives outside the lab's directory (which
-may sit in a 0700 directory the postgres user cannot traverse), in ``PG_ROOT``.
+forwarder with SIGTERM, PostgreSQL with SIGINT (its "fast" shutdown). The database server
+itself (its cluster, the user it runs as, where its data lives, how it starts and stops) is
+``postgres``'s; ``start_postgres``, ``stop_postgres``, ``PG_PORT`` and ``PG_ROOT`` stay here
+for callers.
 """
 
 from __future__ import annotations
 
 import os
-import pwd
 import re
 import secrets
 import shutil
@@ -55,45 +53,19 @@ from typing import Any
 
 import httpx
 
-from sixpn.lab import laptop, netns
-from sixpn.lab.fabric import (
-    UNDERLAY_NET,
-    Lab,
-    LabError,
-    _ip,
-    _kill_namespace_processes,
-    _stop_pid,
-    _sysctl,
-)
+from sixpn.lab import laptop, netns, postgres
+from sixpn.lab.fabric import UNDERLAY_NET, Lab, LabError, ip_in, run_checked, sysctl_in
+from sixpn.lab.postgres import PG_PORT as PG_PORT
+from sixpn.lab.postgres import PG_ROOT as PG_ROOT
+from sixpn.lab.process import kill_namespace_processes, log_tail, pid_runs, spawn_logged, stop_pid
 
-PG_ROOT = Path("/var/lib/sixpn-lab-pg")
-PG_PORT = 5432
 MAX_VPCS = 50  # the NAT's underlay address is 192.0.2.<200+k>
 # A VPC name is a peer name (the API's grammar), short enough that PostgreSQL's socket path,
 # PG_ROOT/<lab id>-<name>/run/.s.PGSQL.5432, fits in a Unix socket's 107 bytes.
 NAME = re.compile(r"[a-z](?:[a-z0-9-]{0,38}[a-z0-9])?")
 NFT_TABLE = "sixpn_lab_vpc"
-GREETINGS = ((1, "hello from the VPC"), (2, "bonjour"), (3, "hallo"))
 
 Record = dict[str, Any]
-
-
-def postgres_bindir() -> Path:
-    """The server's binaries: ``pg_config --bindir`` if it has them (libpq-dev's pg_config may
-    be another version than the server), else the newest /usr/lib/postgresql/<v>/bin."""
-    if shutil.which("pg_config"):
-        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
-        bindir = Path(out.stdout.strip())
-        if out.returncode == 0 and (bindir / "postgres").exists() and (bindir / "initdb").exists():
-            return bindir
-    found = [b for b in Path("/usr/lib/postgresql").glob("*/bin") if (b / "postgres").exists()]
-    found.sort(key=lambda b: [int(p) for p in re.findall(r"\d+", b.parent.name)] or [0])
-    if not found:
-        raise LabError(
-            "lab vpc needs a PostgreSQL server: apt-get install postgresql postgresql-client "
-            "(make demo installs them)"
-        )
-    return found[-1]
 
 
 def create(
@@ -119,8 +91,8 @@ def create(
     if name in state.vpcs:
         raise LabError(f"the lab already has a vpc {name!r}")
     laptop.check_resolvconf("the vpc's EC2 instance")
-    bindir = postgres_bindir()
-    _postgres_user()
+    bindir = postgres.bindir()
+    postgres.os_user()
     region = region or next((h["region"] for h in state.hosts.values() if h["gateway"]), None)
     if region is None:
         raise LabError("the lab has no gateway host: a vpc's peer needs one (gateway = true)")
@@ -166,9 +138,9 @@ def create(
         folder.mkdir(exist_ok=True)
         _nat(lab, record, say)
         _ec2_and_db(lab, record, say)
-        _cluster(record)
+        postgres.init_cluster(record)
         start_postgres(lab, name)
-        _database(record)
+        postgres.create_database(record)
         say(
             f"vpc {name}: PostgreSQL ({bindir}) in {record['db_ns']}, PID "
             f"{record['postgres_pid']}, on {record['db_address']}:{PG_PORT} only, data "
@@ -225,7 +197,7 @@ def _nat(lab: Lab, r: Record, say: Callable[[str], None]) -> None:
     nat, k = r["nat_ns"], r["k"]
     lab.add_namespace(nat)
     lab.plug_into_underlay(nat, r["nat_ifname"], r["nat_underlay"])
-    _sysctl(nat, "net.ipv4.ip_forward=1")
+    sysctl_in(nat, "net.ipv4.ip_forward=1")
     # Outbound only: the EC2's connections leave masqueraded as the NAT's underlay address;
     # only their replies come back (conntrack); nothing from the underlay opens a connection
     # to the NAT itself or through it.
@@ -248,7 +220,7 @@ table inet {NFT_TABLE} {{
     }}
 }}
 """
-    _run(netns.exec_argv(nat, ["nft", "-f", "-"]), f"nft in {nat}", input=ruleset)
+    run_checked(netns.exec_argv(nat, ["nft", "-f", "-"]), f"nft in {nat}", input=ruleset)
     say(
         f"vpc {r['name']} ({k}): NAT {nat}, underlay {r['nat_underlay']} (outbound only: "
         f"masquerade, nothing in), 100.64.{k}.1/30 to the EC2"
@@ -258,24 +230,24 @@ table inet {NFT_TABLE} {{
 def _ec2_and_db(lab: Lab, r: Record, say: Callable[[str], None]) -> None:
     nat, ec2, db, k = r["nat_ns"], r["ec2_ns"], r["db_ns"], r["k"]
     lab.add_namespace(ec2)
-    _ip(nat, "link", "add", "ec2", "type", "veth", "peer", "name", "eth0", "netns", ec2)
-    _ip(nat, "addr", "add", f"100.64.{k}.1/30", "dev", "ec2")
-    _ip(nat, "link", "set", "ec2", "up")
-    _ip(ec2, "addr", "add", f"100.64.{k}.2/30", "dev", "eth0")
-    _ip(ec2, "link", "set", "eth0", "up")
-    _ip(ec2, "route", "add", "default", "via", f"100.64.{k}.1")
-    _sysctl(ec2, "net.ipv6.conf.all.forwarding=1")  # routed peering: wg <-> the VPC
+    ip_in(nat, "link", "add", "ec2", "type", "veth", "peer", "name", "eth0", "netns", ec2)
+    ip_in(nat, "addr", "add", f"100.64.{k}.1/30", "dev", "ec2")
+    ip_in(nat, "link", "set", "ec2", "up")
+    ip_in(ec2, "addr", "add", f"100.64.{k}.2/30", "dev", "eth0")
+    ip_in(ec2, "link", "set", "eth0", "up")
+    ip_in(ec2, "route", "add", "default", "via", f"100.64.{k}.1")
+    sysctl_in(ec2, "net.ipv6.conf.all.forwarding=1")  # routed peering: wg <-> the VPC
     lab.add_namespace(db)
-    _ip(ec2, "link", "add", "vpc0", "type", "veth", "peer", "name", "eth0", "netns", db)
+    ip_in(ec2, "link", "add", "vpc0", "type", "veth", "peer", "name", "eth0", "netns", db)
     for ns, dev, v4, v6 in (
         (ec2, "vpc0", r["ec2_address"], r["ec2_ipv6"]),
         (db, "eth0", r["db_address"], r["db_ipv6"]),
     ):
-        _ip(ns, "addr", "add", f"{v4}/24", "dev", dev)
-        _ip(ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")  # usable at once
-        _ip(ns, "link", "set", dev, "up")
+        ip_in(ns, "addr", "add", f"{v4}/24", "dev", dev)
+        ip_in(ns, "addr", "add", f"{v6}/64", "dev", dev, "nodad")  # usable at once
+        ip_in(ns, "link", "set", dev, "up")
     # The VPC's route table: everything else over IPv6 (6PN, fdaa::/16) to the instance.
-    _ip(db, "-6", "route", "add", "default", "via", r["ec2_ipv6"], "dev", "eth0")
+    ip_in(db, "-6", "route", "add", "default", "via", r["ec2_ipv6"], "dev", "eth0")
     say(
         f"vpc {r['name']}: EC2 {ec2}, eth0 100.64.{k}.2/30 (default via the NAT), vpc0 "
         f"{r['ec2_address']}/24 and {r['ec2_ipv6']}/64 (IPv6 forwarding on)"
@@ -286,101 +258,19 @@ def _ec2_and_db(lab: Lab, r: Record, say: Callable[[str], None]) -> None:
     )
 
 
-# -- PostgreSQL ------------------------------------------------------------------------------------
-
-
-def _cluster(r: Record) -> None:
-    """A cluster of the VPC's own, made by initdb as the postgres user (it refuses root)."""
-    user = _postgres_user()
-    pg_dir = Path(r["pg_dir"])
-    PG_ROOT.mkdir(mode=0o755, exist_ok=True)
-    for folder in (pg_dir, pg_dir / "run"):
-        folder.mkdir(mode=0o700, exist_ok=True)
-        os.chown(folder, user.pw_uid, user.pw_gid)
-    initdb = [f"{r['pg_bindir']}/initdb", "-D", str(pg_dir / "data"), "-U", "postgres"]
-    initdb += ["-E", "UTF8", "--locale=C", "--auth-local=peer", "--auth-host=scram-sha-256"]
-    initdb.append("--no-sync")  # a lab's throwaway data: no fsync of every file made
-    _run(["runuser", "-u", "postgres", "--", *initdb], "initdb", cwd=pg_dir)
-    data = pg_dir / "data"
-    (data / "pg_hba.conf").write_text(
-        f"# sixpn lab vpc {r['name']} (sixpn/lab/vpc.py): password logins from the VPC's IPv4\n"
-        "# subnet only; the lab's own setup as the OS user postgres over the Unix socket.\n"
-        "# TYPE  DATABASE  USER      ADDRESS         METHOD\n"
-        "local   all       postgres                  peer\n"
-        f"host    all       all       {r['subnet']:<15} scram-sha-256\n"
-    )
-    with (data / "postgresql.conf").open("a") as conf:
-        conf.write(
-            f"\n# sixpn lab vpc {r['name']} (sixpn/lab/vpc.py): an IPv4-only service on the\n"
-            "# VPC's subnet, like RDS; its socket directory of its own, not /var/run/postgresql.\n"
-            f"listen_addresses = '{r['db_address']}'\n"
-            f"port = {PG_PORT}\n"
-            f"unix_socket_directories = '{pg_dir / 'run'}'\n"
-            "password_encryption = 'scram-sha-256'\n"
-        )
+# -- PostgreSQL (postgres.py) ----------------------------------------------------------------------
 
 
 def start_postgres(lab: Lab, name: str, timeout: float = 30) -> int:
     """Start VPC ``name``'s PostgreSQL in its DB namespace (as the postgres user) and wait until
     it accepts connections; its PID, kept in lab.json."""
-    r = _record(lab, name)
-    if r["postgres_pid"] is not None and _ours(int(r["postgres_pid"]), r["pg_dir"]):
-        raise LabError(f"vpc {name}: PostgreSQL already runs (PID {r['postgres_pid']})")
-    pg_dir = Path(r["pg_dir"])
-    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", "--"]
-    server = [f"{r['pg_bindir']}/postgres", "-D", str(pg_dir / "data")]
-    log = _log(lab, name, "postgres")
-    proc = _spawn(netns.exec_argv(r["db_ns"], [*as_postgres, *server]), log, cwd=pg_dir)
-    r["postgres_pid"] = proc.pid
-    lab.save()
-    deadline = time.monotonic() + timeout
-    while not _ready(pg_dir / "data", proc.pid):
-        if proc.poll() is not None:
-            r["postgres_pid"] = None
-            lab.save()
-            raise LabError(f"vpc {name}: PostgreSQL exited ({proc.returncode}): {_tail(log)}")
-        if time.monotonic() > deadline:
-            raise LabError(f"vpc {name}: PostgreSQL not ready after {timeout:g} s: {_tail(log)}")
-        time.sleep(0.05)
-    return proc.pid
-
-
-def _ready(data: Path, pid: int) -> bool:
-    """The postmaster ``pid`` accepts connections: its postmaster.pid says "ready" on line 8
-    (what ``pg_ctl start --wait`` reads). pg_isready would log a failed login on every try."""
-    try:
-        lines = (data / "postmaster.pid").read_text().splitlines()
-    except OSError:
-        return False
-    return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
+    return postgres.start(lab, _record(lab, name), _log(lab, name, "postgres"), timeout)
 
 
 def stop_postgres(lab: Lab, name: str) -> None:
     """Stop VPC ``name``'s PostgreSQL by PID with SIGINT (fast shutdown: clients are
     disconnected, the data stays) and wait until it is gone."""
-    r = _record(lab, name)
-    pid = r["postgres_pid"]
-    if pid is not None and _ours(int(pid), r["pg_dir"]):
-        _stop_pid(int(pid), signal.SIGINT, grace=15.0)
-    r["postgres_pid"] = None
-    lab.save()
-
-
-def _database(r: Record) -> None:
-    """Role and database ``app`` (the password on standard input, not on a command line) and
-    a table with known rows, for a query with a checkable answer."""
-    rows = ", ".join(f"({i}, '{text}')" for i, text in GREETINGS)
-    script = (
-        f"CREATE ROLE app LOGIN PASSWORD '{r['password']}';\n"
-        "CREATE DATABASE app OWNER app;\n"
-        "\\connect app\n"
-        "SET ROLE app;\n"
-        "CREATE TABLE greetings (id int PRIMARY KEY, text text NOT NULL);\n"
-        f"INSERT INTO greetings VALUES {rows};\n"
-    )
-    psql = [f"{r['pg_bindir']}/psql", "-h", f"{r['pg_dir']}/run", "-p", str(PG_PORT), "-d"]
-    psql += ["postgres", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", "-"]
-    _run(["runuser", "-u", "postgres", "--", *psql], "creating the app database", input=script)
+    postgres.stop(lab, _record(lab, name))
 
 
 # -- the peer and the forwarder --------------------------------------------------------------------
@@ -403,7 +293,7 @@ def _peer(lab: Lab, r: Record, say: Callable[[str], None]) -> None:
     laptop.prepare_resolvconf(ec2, Path(r["resolvconf_state"]))
     env = os.environ | {"WG_QUICK_USERSPACE_IMPLEMENTATION": "wireguard-go"}
     say(f"vpc {r['name']}: wg-quick up {conf} in the EC2 ({ec2})")
-    up = _run(netns.exec_argv(ec2, ["wg-quick", "up", conf]), f"wg-quick up {conf}", env=env)
+    up = run_checked(netns.exec_argv(ec2, ["wg-quick", "up", conf]), f"wg-quick up {conf}", env=env)
     say(up.stderr.strip())  # wg-quick prints every command it runs
 
 
@@ -411,16 +301,16 @@ def _forward(lab: Lab, r: Record, say: Callable[[str], None], timeout: float = 1
     ec2, target = r["ec2_ns"], f"{r['db_address']}:{PG_PORT}"
     forward = [sys.executable, "-m", "sixpn", "forward", f"[::]:{PG_PORT}", target]
     log = _log(lab, r["name"], "forward")
-    proc = _spawn(netns.exec_argv(ec2, [*forward, "--grace", "2"]), log, cwd=lab.root)
+    proc = spawn_logged(netns.exec_argv(ec2, [*forward, "--grace", "2"]), log, cwd=lab.root)
     r["forward_pid"] = proc.pid
     lab.save()
     listening = netns.exec_argv(ec2, ["ss", "-Hltn", f"sport = :{PG_PORT}"])
     deadline = time.monotonic() + timeout
     while not subprocess.run(listening, capture_output=True, text=True, check=False).stdout:
         if proc.poll() is not None:
-            raise LabError(f"sixpn forward exited ({proc.returncode}): {_tail(log)}")
+            raise LabError(f"sixpn forward exited ({proc.returncode}): {log_tail(log)}")
         if time.monotonic() > deadline:
-            raise LabError(f"sixpn forward not listening after {timeout:g} s: {_tail(log)}")
+            raise LabError(f"sixpn forward not listening after {timeout:g} s: {log_tail(log)}")
         time.sleep(0.05)
     where = f"in the EC2, PID {proc.pid}, log {log}"
     say(f"vpc {r['name']}: sixpn forward '[::]:{PG_PORT}' {target} {where}")
@@ -444,18 +334,15 @@ def _remove(lab: Lab, name: str, *, delete_peer: bool) -> None:
     r = state.vpcs.get(name)
     if r is None:
         return
-    for key, marker, sig, grace in (
-        ("forward_pid", "forward", signal.SIGTERM, 5.0),
-        ("postgres_pid", r["pg_dir"], signal.SIGINT, 15.0),
-    ):
-        pid = r.get(key)
-        if pid is not None and _ours(int(pid), marker):
-            _stop_pid(int(pid), sig, grace)
-        r[key] = None
-        lab.save()
+    pid = r.get("forward_pid")
+    if pid is not None and pid_runs(int(pid), "forward"):
+        stop_pid(int(pid), signal.SIGTERM, grace=5.0)
+    r["forward_pid"] = None
+    lab.save()
+    postgres.stop(lab, r)
     for ns in (r["db_ns"], r["ec2_ns"], r["nat_ns"]):  # wireguard-go in the EC2 among them
         if netns.exists(ns):
-            _kill_namespace_processes(ns)
+            kill_namespace_processes(ns)
         netns.remove(ns)  # also /etc/netns/<ns>
         if ns in state.namespaces:
             state.namespaces.remove(ns)
@@ -469,9 +356,7 @@ def _remove(lab: Lab, name: str, *, delete_peer: bool) -> None:
             pass  # the control plane is gone: so is the peer, with the lab
     Path(r["conf"]).unlink(missing_ok=True)
     shutil.rmtree(r["resolvconf_state"], ignore_errors=True)
-    shutil.rmtree(r["pg_dir"], ignore_errors=True)
-    if PG_ROOT.is_dir() and not any(PG_ROOT.iterdir()):
-        PG_ROOT.rmdir()
+    postgres.remove_cluster(r)
     del state.vpcs[name]
     lab.save()
 
@@ -487,72 +372,5 @@ def _record(lab: Lab, name: str) -> Record:
     return lab.state.vpcs[name]
 
 
-def _postgres_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam("postgres")
-    except KeyError:
-        raise LabError(
-            "lab vpc runs PostgreSQL as the user postgres, which does not exist: "
-            "apt-get install postgresql (make demo installs it)"
-        ) from None
-
-
 def _log(lab: Lab, name: str, role: str) -> Path:
     return lab.root / f"vpc-{name}-{role}.log"
-
-
-def _tail(log: Path, lines: int = 5) -> str:
-    try:
-        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
-    except OSError:
-        return "(no log)"
-
-
-def _spawn(argv: list[str], log: Path, *, cwd: Path) -> subprocess.Popen[bytes]:
-    out = open(log, "ab")  # noqa: SIM115 - the child keeps it
-    try:
-        return subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            start_new_session=True,
-        )
-    finally:
-        out.close()
-
-
-def _ours(pid: int, marker: str) -> bool:
-    """``pid`` still runs what the lab started (its command line names ``marker``): a PID in
-    an old lab.json may have been reused by then."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
-    except OSError:
-        return False
-    return marker.encode() in cmdline
-
-
-def _run(
-    argv: list[str],
-    what: str,
-    *,
-    cwd: Path | None = None,
-    input: str | None = None,
-    env: dict[str, str] | None = None,
-    timeout: float = 60,
-) -> subprocess.CompletedProcess[str]:
-    done = subprocess.run(
-        argv,
-        cwd=cwd,
-        input=input,
-        env=env,
-        stdin=None if input is not None else subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise LabError(f"{what}: {(done.stderr or done.stdout).strip()[-800:]}")
-    return done

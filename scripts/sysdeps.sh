@@ -19,6 +19,8 @@ packages=(
   gcc           # builds the DNS server's C fast path at install time
   postgresql    # the server of `sixpn lab vpc` (its "RDS"; clusters of its own, see below)
   postgresql-client  # psql: machines query that database in the tests and the demo
+  etcd-server   # etcd (3.4 on Debian 12): the etcd store's tests start real clusters of their own
+  etcd-client   # etcdctl: inspecting an etcd store by hand; the store's auth test sets users
   "$@"
 )
 

@@ -5,9 +5,10 @@ Theory of operation:
 - The store is a map from string keys to byte values. Every key carries ``create_revision``,
   ``mod_revision`` and ``version`` as in etcd.
 - A write is a transaction: a list of comparisons and a list of operations. If every comparison
-  holds, every operation is applied atomically under one new revision (the store's revision + 1)
-  and ``TxnResult.succeeded`` is true; otherwise nothing is applied and the revision is unchanged.
-  A transaction whose comparisons hold but which has no operation does not create a revision.
+  holds, every operation is applied atomically under one new revision, greater than every
+  revision before it, and ``TxnResult.succeeded`` is true; otherwise nothing is applied and the
+  revision is unchanged. A transaction whose comparisons hold but which changes nothing (no
+  operation, or only deletes of absent keys) does not create a revision.
 - Each applied operation becomes one :class:`Event` of that revision, in operation order. Deletes
   of absent keys produce no event. A delete event carries the previous value.
 - ``watch(since)`` yields every event with revision > ``since`` exactly once, in (revision,
@@ -16,8 +17,25 @@ Theory of operation:
   a batch may resume after its last revision. If ``since`` is older than
   the oldest revision the store still keeps, it raises :class:`~sixpn.model.errors.Gone`.
 - ``range`` and ``snapshot`` read a consistent view and say at which revision they read it.
+- A failure to reach the store is :class:`~sixpn.model.errors.Unavailable`, raised within a
+  bounded time, never a hang.
 
-Revisions start at 0 for an empty store; the first applied transaction has revision 1.
+Revision numbers: what every backend guarantees is the above, revisions that strictly increase.
+The embedded backends (memory, SQLite) say more: an empty store is at revision 0 and each applied
+transaction takes the next number (1, 2, 3, ...). etcd's revisions are the cluster's own
+(:mod:`sixpn.store.etcd`): an empty etcd is at revision 1, and writes by other users of the
+cluster (other key prefixes) take numbers too, so sixpn's revisions may jump, and a watch
+from a revision at which nothing happened under sixpn's prefix is still exact. So callers
+compare revisions and resume from them, and never compute one (no ``revision + 1``). Compaction
+is cluster-wide in etcd: on a compacted cluster, ``watch(0)`` is Gone even for a new prefix (start
+from a snapshot's revision).
+
+Portable callers also keep to what etcd allows: a transaction touches each key at most once
+(etcd refuses a second operation on a key with InvalidInput; memory and SQLite apply both in
+order), and a write that fails with Unavailable may have been applied (the connection to etcd
+broke after sending it): the caller's compare-and-swap finds out on its next attempt. etcd also
+bounds the size of a transaction (``--max-txn-ops``, 128 by default, and
+``--max-request-bytes``): beyond, InvalidInput.
 """
 
 from __future__ import annotations

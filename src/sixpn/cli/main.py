@@ -63,7 +63,43 @@ def cli() -> None:
     default="/var/lib/sixpn/server.db",
     show_default=True,
     envvar="SIXPN_DB",
-    help="SQLite store file (created if missing).",
+    help="SQLite store file (created if missing); not with --etcd.",
+)
+@click.option(
+    "--etcd",
+    envvar="SIXPN_ETCD",
+    metavar="URL[,URL...]",
+    help="Run on this etcd cluster instead of SQLite (several replicas may share it).",
+)
+@click.option(
+    "--etcd-prefix",
+    default="/sixpn/",
+    show_default=True,
+    envvar="SIXPN_ETCD_PREFIX",
+    help="Key prefix of this installation in etcd.",
+)
+@click.option(
+    "--etcd-cacert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SIXPN_ETCD_CACERT",
+    help="CA bundle that signed the etcd members' certificates (TLS).",
+)
+@click.option(
+    "--etcd-cert",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SIXPN_ETCD_CERT",
+    help="Client certificate for etcd (TLS client authentication).",
+)
+@click.option(
+    "--etcd-key",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    envvar="SIXPN_ETCD_KEY",
+    help="Key of --etcd-cert.",
+)
+@click.option(
+    "--etcd-user",
+    envvar="SIXPN_ETCD_USER",
+    help="etcd user (its password from $SIXPN_ETCD_PASSWORD, never on the command line).",
 )
 @click.option(
     "--listen",
@@ -99,8 +135,16 @@ def cli() -> None:
     envvar="SIXPN_EPHEMERAL_IDLE",
     help="Remove an ephemeral peer after this many seconds with no handshake or packet.",
 )
+@click.pass_context
 def server(
+    ctx: click.Context,
     db: Path,
+    etcd: str | None,
+    etcd_prefix: str,
+    etcd_cacert: Path | None,
+    etcd_cert: Path | None,
+    etcd_key: Path | None,
+    etcd_user: str | None,
     listen: str,
     admin_token: str | None,
     join_tokens: tuple[str, ...],
@@ -110,9 +154,26 @@ def server(
 ) -> None:
     """Run the control plane (HTTP API over the store)."""
     from sixpn.runtime.server import ServerSettings, serve
+    from sixpn.runtime.stores import EtcdOptions, StoreSpec, endpoints
 
+    if etcd is None:
+        store = StoreSpec(db=db)
+    else:
+        if ctx.get_parameter_source("db") not in (None, click.core.ParameterSource.DEFAULT):
+            raise click.UsageError("--db and --etcd: one store or the other")
+        store = StoreSpec(
+            etcd=EtcdOptions(
+                endpoints(etcd, field="--etcd"),
+                prefix=etcd_prefix,
+                ca_file=etcd_cacert,
+                cert_file=etcd_cert,
+                key_file=etcd_key,
+                user=etcd_user,
+                password=os.environ.get("SIXPN_ETCD_PASSWORD") or None,
+            )
+        )
     settings = ServerSettings(
-        db=db,
+        store=store,
         listen=listen,
         admin_token=admin_token,
         join_tokens=join_tokens,

@@ -1,5 +1,8 @@
 """`sixpn server`: open the store, install the operator's tokens, serve the API with uvicorn.
 
+Store: SQLite (``--db``, the default) or an etcd cluster (``--etcd``): any number of replicas
+may serve one etcd store; they share nothing else (``runtime/stores.py``).
+
 Admin token: given by the operator (``--admin-token``/``SIXPN_ADMIN_TOKEN``, installed hashed,
 idempotently), or else generated on the first start of an empty store and printed once to
 standard error. Join tokens may be given the same way (``--join-token``/``SIXPN_JOIN_TOKEN``).
@@ -26,14 +29,15 @@ from sixpn.core.regions import RegionCatalogue
 from sixpn.core.wireguard import split_endpoint
 from sixpn.model.entities import Region, TokenKind
 from sixpn.model.errors import InvalidInput, SixpnError
-from sixpn.store.sqlite import SqliteStore
+from sixpn.runtime.stores import StoreSpec, open_store
+from sixpn.store import Store
 
 log = logging.getLogger("sixpn.server")
 
 
 @dataclass(frozen=True)
 class ServerSettings:
-    db: Path
+    store: StoreSpec
     listen: str = "127.0.0.1:7180"
     admin_token: str | None = None
     join_tokens: tuple[str, ...] = ()
@@ -70,10 +74,9 @@ def load_regions(path: Path | None) -> RegionCatalogue:
     return catalogue.with_extra(extra)
 
 
-async def prepare(settings: ServerSettings) -> tuple[Service, SqliteStore]:
+async def prepare(settings: ServerSettings) -> tuple[Service, Store]:
     regions = load_regions(settings.regions_file)
-    settings.db.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteStore.open(settings.db)
+    store = await open_store(settings.store)
     service = Service(Context(store=store, regions=regions), ephemeral_idle=settings.ephemeral_idle)
     if settings.admin_token:
         await service.tokens.ensure(TokenKind.ADMIN, settings.admin_token, "operator's admin token")
@@ -112,7 +115,7 @@ async def serve(settings: ServerSettings) -> None:
     server = uvicorn.Server(config)
     # uvicorn waits for open responses on shutdown; change streams never end by themselves.
     config.timeout_graceful_shutdown = 1
-    log.info("serving on %s (store %s)", settings.listen, settings.db)
+    log.info("serving on %s (store %s)", settings.listen, settings.store.describe())
     sweeper = asyncio.create_task(expire_ephemeral(service), name="ephemeral-expiry")
     try:
         await server.serve()

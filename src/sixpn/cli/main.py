@@ -27,6 +27,7 @@ from sixpn.cli.machines import machines
 from sixpn.cli.networks import networks
 from sixpn.cli.orgs import orgs
 from sixpn.cli.regions import regions
+from sixpn.cli.store import etcd_options, etcd_settings, store
 from sixpn.cli.tokens import tokens
 from sixpn.cli.wireguard import wireguard
 from sixpn.model.errors import InvalidInput, SixpnError
@@ -71,36 +72,7 @@ def cli() -> None:
     metavar="URL[,URL...]",
     help="Run on this etcd cluster instead of SQLite (several replicas may share it).",
 )
-@click.option(
-    "--etcd-prefix",
-    default="/sixpn/",
-    show_default=True,
-    envvar="SIXPN_ETCD_PREFIX",
-    help="Key prefix of this installation in etcd.",
-)
-@click.option(
-    "--etcd-cacert",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="SIXPN_ETCD_CACERT",
-    help="CA bundle that signed the etcd members' certificates (TLS).",
-)
-@click.option(
-    "--etcd-cert",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="SIXPN_ETCD_CERT",
-    help="Client certificate for etcd (TLS client authentication).",
-)
-@click.option(
-    "--etcd-key",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    envvar="SIXPN_ETCD_KEY",
-    help="Key of --etcd-cert.",
-)
-@click.option(
-    "--etcd-user",
-    envvar="SIXPN_ETCD_USER",
-    help="etcd user (its password from $SIXPN_ETCD_PASSWORD, never on the command line).",
-)
+@etcd_options
 @click.option(
     "--listen",
     default="127.0.0.1:7180",
@@ -154,24 +126,16 @@ def server(
 ) -> None:
     """Run the control plane (HTTP API over the store)."""
     from sixpn.runtime.server import ServerSettings, serve
-    from sixpn.runtime.stores import EtcdOptions, StoreSpec, endpoints
+    from sixpn.runtime.stores import StoreSpec, endpoints
 
     if etcd is None:
         store = StoreSpec(db=db)
     else:
         if ctx.get_parameter_source("db") not in (None, click.core.ParameterSource.DEFAULT):
             raise click.UsageError("--db and --etcd: one store or the other")
-        store = StoreSpec(
-            etcd=EtcdOptions(
-                endpoints(etcd, field="--etcd"),
-                prefix=etcd_prefix,
-                ca_file=etcd_cacert,
-                cert_file=etcd_cert,
-                key_file=etcd_key,
-                user=etcd_user,
-                password=os.environ.get("SIXPN_ETCD_PASSWORD") or None,
-            )
-        )
+        cluster = endpoints(etcd, field="--etcd")
+        options = etcd_settings(cluster, etcd_prefix, etcd_cacert, etcd_cert, etcd_key, etcd_user)
+        store = StoreSpec(etcd=options)
     settings = ServerSettings(
         store=store,
         listen=listen,
@@ -198,6 +162,7 @@ for _noun in (
     doctor,
     lab,
     forward,
+    store,
 ):
     cli.add_command(_noun)
 

@@ -43,8 +43,8 @@ class StoreSpec:
 
     def describe(self) -> str:
         if self.etcd is not None:
-            return f"etcd {','.join(self.etcd.endpoints)} prefix {self.etcd.prefix}"
-        return f"sqlite {self.db}"
+            return f"etcd:{','.join(self.etcd.endpoints)} (prefix {self.etcd.prefix})"
+        return f"sqlite:{self.db}"
 
 
 def endpoints(urls: str, *, field: str = "etcd") -> tuple[str, ...]:

@@ -2,6 +2,11 @@
 
 Every process a test starts is killed in a ``finally`` by its own PID (never by name), so a
 failing test leaves nothing running.
+
+A server runs on its own SQLite file (``db``) by default, or on an etcd cluster
+(``etcd=cluster.endpoints``, under ``etcd_prefix``): several such servers with one prefix are
+replicas of one control plane (give them the same ``admin_token`` and ``join_token``). In etcd
+mode ``db`` only names the log file (``db.with_suffix(".log")``).
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ def wait_until(predicate: object, timeout: float, what: str, interval: float = 0
 
 @dataclass
 class ServerProcess:
-    """A `sixpn server` child process with its own SQLite file and admin token."""
+    """A `sixpn server` child process with its own SQLite file (or an etcd cluster) and admin
+    token. :meth:`kill` then :meth:`start` restarts it on the same port and store."""
 
     db: Path
     port: int = field(default_factory=free_port)
@@ -52,6 +58,8 @@ class ServerProcess:
     join_token: str = field(default_factory=lambda: "sixpn_join_" + secrets.token_hex(16))
     heartbeat: float = 0.5
     uds: Path | None = None  # listen on this Unix socket instead of a loopback port
+    etcd: list[str] | None = None  # run on these etcd endpoints instead of ``db``
+    etcd_prefix: str = "/sixpn/"
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
@@ -75,13 +83,16 @@ class ServerProcess:
 
     def start(self) -> ServerProcess:
         self.log = self.db.with_suffix(".log")
+        if self.etcd is None:
+            store = ["--db", str(self.db)]
+        else:
+            store = ["--etcd", ",".join(self.etcd), "--etcd-prefix", self.etcd_prefix]
         cmd = [
             sys.executable,
             "-m",
             "sixpn",
             "server",
-            "--db",
-            str(self.db),
+            *store,
             "--listen",
             self.url if self.uds else f"127.0.0.1:{self.port}",
             "--admin-token",

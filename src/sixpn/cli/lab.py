@@ -24,6 +24,7 @@ import click
 from sixpn.lab import laptop
 from sixpn.lab.fabric import Lab, LabError
 from sixpn.lab.inventory import collect, resolve
+from sixpn.lab.inventory import store as store_status
 from sixpn.lab.topology import Topology, default, describe, load, populate
 
 DEFAULT_DIR = Path("/var/lib/sixpn-lab")
@@ -81,12 +82,14 @@ def _terminate_as_exit() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def bring_up(the_lab: Lab, topology: Topology, say: Any = click.echo) -> list[dict[str, Any]]:
-    """Build ``topology`` in ``the_lab``: hosts, agents, orgs, apps, machines (all wired), and
-    the topology's peers on laptops. On any failure or interruption, everything made is removed
-    before the exception goes on."""
+def bring_up(
+    the_lab: Lab, topology: Topology, say: Any = click.echo, *, store: str = "sqlite"
+) -> list[dict[str, Any]]:
+    """Build ``topology`` in ``the_lab`` on ``store``: hosts, agents, orgs, apps, machines (all
+    wired), and the topology's peers on laptops. On any failure or interruption, everything made
+    is removed before the exception goes on."""
     say(f"lab {the_lab.root}: {describe(topology)}")
-    the_lab.up(list(topology.hosts), progress=say)
+    the_lab.up(list(topology.hosts), progress=say, store=store)
     try:
         with the_lab.api() as api:
             machines = populate(topology, api, progress=say)
@@ -111,14 +114,29 @@ def summary(the_lab: Lab) -> str:
         f"{h['name']} ({h['region']}{', gateway' if h['gateway'] else ''})" for h in inv["hosts"]
     )
     started = sum(1 for m in inv["machines"] if m["state"] == "started")
+    logs = f"{the_lab.root}/server.log, {the_lab.root}/agent-<host>.log"
+    if inv["store"]["kind"] == "etcd":
+        logs = f"{the_lab.root}/server<n>.log, etcd-<n>.log, agent-<host>.log"
     lines = [
         f"lab is up: {len(inv['hosts'])} hosts: {hosts}",
         f"  machines: {len(inv['machines'])} ({started} started); peers: {len(inv['peers'])}",
+        f"  store: {_describe_store(inv['store'])}",
         f"  API: {inv['lab']['api']} (SIXPN_API; admin token in {the_lab.state_file})",
-        f"  logs: {the_lab.root}/server.log, {the_lab.root}/agent-<host>.log",
+        f"  logs: {logs}",
         "  next: sixpn lab status; sixpn lab exec <app> -- dig +short AAAA <app>.internal",
     ]
     return "\n".join(lines)
+
+
+def _describe_store(store: dict[str, Any]) -> str:
+    replicas = store["replicas"]
+    up = sum(1 for r in replicas if r["healthy"])
+    served = f"{len(replicas)} server replica{'s' if len(replicas) > 1 else ''} ({up} healthy)"
+    if store["kind"] == "sqlite":
+        return f"sqlite {store['db']}, {served}"
+    members = store["members"]
+    healthy = sum(1 for m in members if m["healthy"])
+    return f"etcd, {len(members)} members ({healthy} healthy) in {store['data_dir']}, {served}"
 
 
 @lab.command()
@@ -127,16 +145,27 @@ def summary(the_lab: Lab) -> str:
     type=click.Path(dir_okay=False, path_type=Path),
     help="TOML topology (docs/lab.md); default: 3 hosts in 2 regions, 2 orgs.",
 )
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "etcd"]),
+    default="sqlite",
+    show_default=True,
+    help="The control plane's store: one server on SQLite, or 2 replicas on a 3-member etcd.",
+)
 @click.pass_context
-def up(ctx: click.Context, topology: Path | None) -> None:
+def up(ctx: click.Context, topology: Path | None, store: str) -> None:
     """Build a lab: control plane, hosts, agents, and the topology's orgs and machines."""
     topo = load(topology) if topology is not None else default()  # refused before building
     _preflight()
+    if store == "etcd":
+        from sixpn.lab import etcd
+
+        etcd.binary()
     the_lab = _lab(ctx, up=False)
     if the_lab.state is not None:
         raise LabError(f"the lab is already up in {ctx.obj} (sixpn lab status; sixpn lab down)")
     with _terminate_as_exit():
-        bring_up(the_lab, topo)
+        bring_up(the_lab, topo, store=store)
     click.echo(summary(the_lab))
 
 
@@ -144,12 +173,20 @@ def up(ctx: click.Context, topology: Path | None) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Everything, as JSON.")
 @click.pass_context
 def status(ctx: click.Context, as_json: bool) -> None:
-    """Hosts, machines (id, org, app, region, host, address, namespace, state) and peers."""
-    inv = collect(_lab(ctx))
+    """The store, hosts, machines (id, org, app, region, host, address, namespace, state),
+    peers."""
+    the_lab = _lab(ctx)
+    try:
+        inv = collect(the_lab)
+    except LabError:
+        if not as_json:  # what is left of the control plane: where to look
+            _show_store(store_status(the_lab))
+        raise
     if as_json:
         click.echo(json.dumps(inv, indent=2))
         return
     click.echo(f"lab {inv['lab']['dir']} (API {inv['lab']['api']})")
+    _show_store(inv["store"])
     click.echo("\nhosts")
     _table(
         inv["hosts"],
@@ -163,6 +200,14 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if inv["vpcs"]:
         click.echo("\nvpcs (database URLs: lab status --json)")
         _table(inv["vpcs"], ("name", "org", "nat", "ec2", "db", "forward_running", "db_running"))
+
+
+def _show_store(store: dict[str, Any]) -> None:
+    click.echo(f"\nstore: {_describe_store(store)}")
+    if store["members"]:
+        _table(store["members"], ("name", "client_url", "pid", "alive", "healthy", "leader"))
+    click.echo("\nserver replicas")
+    _table(store["replicas"], ("name", "url", "pid", "alive", "healthy"))
 
 
 def _table(rows: list[dict[str, Any]], cols: tuple[str, ...]) -> None:

@@ -7,6 +7,11 @@ a Unix socket, which every namespace reaches through the file system; each host'
 inside its namespace (``nsenter --net``, see ``netns.enter_argv``) with its own data directory,
 and wires its machines into namespaces of their own.
 
+The control plane's store: SQLite (``server.db``, one ``sixpn server`` on ``api.sock``), or
+with ``store="etcd"`` a 3-member etcd cluster (``etcd.py``) under 2 replicas, each on a socket
+of its own (``api.sock``, ``api2.sock``); agents and the lab's CLI get both URLs
+(``control_url``, "unix:A,unix:B") and fail over between them.
+
 Everything the lab makes is written down in ``<root>/lab.json`` as it is made, so that ``down``
 (in this process or another: ``sixpn lab down``) removes exactly that, also after a crash, and
 running it twice is fine. Processes are stopped by PID only.
@@ -35,7 +40,7 @@ from typing import Any
 import httpx
 
 from sixpn.lab import netns
-from sixpn.lab.process import kill_namespace_processes, stop_pid
+from sixpn.lab.process import alive, kill_namespace_processes, log_tail, pid_runs, stop_pid
 from sixpn.model.errors import SixpnError
 
 UNDERLAY_NET = "192.0.2"
@@ -69,6 +74,9 @@ class LabState:
     hosts: dict[str, dict[str, Any]] = field(default_factory=dict)
     laptops: dict[str, dict[str, Any]] = field(default_factory=dict)  # peer name -> its laptop
     vpcs: dict[str, dict[str, Any]] = field(default_factory=dict)  # peer name -> its VPC (vpc.py)
+    store: str = "sqlite"  # or "etcd"
+    etcd: dict[str, Any] = field(default_factory=dict)  # the etcd cluster (etcd.py)
+    ephemeral_idle: float | None = None  # the servers' --ephemeral-idle, for restarts
 
 
 class Lab:
@@ -92,22 +100,100 @@ class Lab:
         it is about to make, before making it."""
         self._save()
 
+    # -- the control plane: one replica on SQLite, two on etcd --------------------------------
+
+    @property
+    def replicas(self) -> int:
+        return 2 if self.state is not None and self.state.store == "etcd" else 1
+
+    def replica_socket(self, i: int) -> Path:
+        """Replica ``i``'s (from 0) Unix socket: ``api.sock``, ``api2.sock``."""
+        return self.root / ("api.sock" if i == 0 else f"api{i + 1}.sock")
+
+    @staticmethod
+    def replica_role(i: int) -> str:
+        """Replica ``i``'s name in ``pids`` and its log's: ``server``, ``server2``."""
+        return "server" if i == 0 else f"server{i + 1}"
+
     @property
     def socket(self) -> Path:
-        return self.root / "api.sock"
+        return self.replica_socket(0)
 
     @property
     def control_url(self) -> str:
-        return f"unix:{self.socket}"
+        """Every replica's URL, comma-separated (``SIXPN_API``, the agents' ``--control``)."""
+        return ",".join(f"unix:{self.replica_socket(i)}" for i in range(self.replicas))
 
-    def api(self) -> httpx.Client:
+    def api(self, replica: int | None = None) -> httpx.Client:
+        """An admin client of replica ``replica``; by default the first whose process runs."""
         assert self.state is not None
+        if replica is None:
+            running = [i for i in range(self.replicas) if self.replica_alive(i)]
+            replica = running[0] if running else 0
         return httpx.Client(
             base_url="http://sixpn",
-            transport=httpx.HTTPTransport(uds=str(self.socket)),
+            transport=httpx.HTTPTransport(uds=str(self.replica_socket(replica))),
             headers={"Authorization": f"Bearer {self.state.admin_token}"},
             timeout=30,
         )
+
+    def replica_alive(self, i: int) -> bool:
+        assert self.state is not None
+        pid = self.state.pids.get(self.replica_role(i))
+        return pid is not None and alive(pid)
+
+    def replica_healthy(self, i: int) -> bool:
+        """Replica ``i`` answers ``/healthz`` (which reads the store's revision)."""
+        try:
+            with self.api(i) as api:
+                return api.get("/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def start_replica(self, i: int) -> None:
+        """Start replica ``i`` (again) over the lab's store; wait until it answers."""
+        assert self.state is not None
+        role, sock = self.replica_role(i), self.replica_socket(i)
+        if self.replica_alive(i):
+            raise LabError(f"sixpn server {role} runs already")
+        if self.state.store == "etcd":
+            from sixpn.lab import etcd
+
+            store = ["--etcd", ",".join(etcd.client_urls(self))]
+        else:
+            store = ["--db", str(self.root / "server.db")]
+        idle = self.state.ephemeral_idle
+        argv = [sys.executable, "-m", "sixpn", "server", *store, "--listen", f"unix:{sock}"]
+        argv += ["--admin-token", self.state.admin_token, "--join-token", self.state.join_token]
+        argv += ["--heartbeat", "2", *([] if idle is None else ["--ephemeral-idle", str(idle)])]
+        self._spawn(role, argv)
+
+        def healthy() -> bool:
+            if not self.replica_alive(i):
+                raise LabError(f"sixpn server {role} exited: {log_tail(self.root / f'{role}.log')}")
+            return sock.exists() and self.replica_healthy(i)
+
+        wait_until(healthy, 30, f"the control plane ({role} on unix:{sock})")
+
+    def stop_replica(self, i: int, sig: int = signal.SIGTERM) -> None:
+        """Send replica ``i`` ``sig`` by PID and wait until it is gone (SIGKILL: a crash)."""
+        assert self.state is not None
+        pid = self.state.pids.pop(self.replica_role(i), None)
+        self._save()
+        if pid is not None and pid_runs(pid, f"--listen unix:{self.replica_socket(i)}"):
+            stop_pid(pid, sig)
+
+    def start_etcd_member(self, i: int) -> None:
+        """Start etcd member ``i`` (from 0) again: same name, ports and data; it rejoins."""
+        from sixpn.lab import etcd
+
+        etcd.start_member(self, i)
+
+    def stop_etcd_member(self, i: int, sig: int = signal.SIGTERM) -> None:
+        """Send etcd member ``i`` ``sig`` by PID and wait until it is gone."""
+        from sixpn.lab import etcd
+
+        etcd.stop_member(self, i, sig)
 
     def host_ns(self, name: str) -> str:
         assert self.state is not None
@@ -122,11 +208,19 @@ class Lab:
         resync: float = 5.0,
         progress: Callable[[str], None] | None = None,
         ephemeral_idle: float | None = None,
+        store: str = "sqlite",
     ) -> None:
         """Build the underlay, the hosts, the control plane and one agent per host; on any
         failure or interruption, remove what was made (``down``) and re-raise.
-        ``ephemeral_idle``: the server's ``--ephemeral-idle`` (default: the server's)."""
+        ``ephemeral_idle``: the server's ``--ephemeral-idle`` (default: the server's).
+        ``store``: ``sqlite`` (one server) or ``etcd`` (3 etcd members, 2 server replicas)."""
         say = progress or (lambda _: None)
+        if store not in ("sqlite", "etcd"):
+            raise LabError(f"store {store!r}: the lab runs on 'sqlite' or 'etcd'")
+        if store == "etcd":
+            from sixpn.lab import etcd
+
+            etcd.binary()  # missing: say so before anything is built
         if self.state is not None:
             raise LabError(f"a lab is already up in {self.root} (sixpn lab down first)")
         if self.root.exists() and any(self.root.iterdir()):
@@ -134,13 +228,16 @@ class Lab:
         self.root.mkdir(parents=True, exist_ok=True)
         lab_id = secrets.token_hex(2)
         self.state = LabState(
-            lab_id, "sixpn_lab_" + secrets.token_hex(16), "join_" + secrets.token_hex(16)
+            lab_id,
+            "sixpn_lab_" + secrets.token_hex(16),
+            "join_" + secrets.token_hex(16),
+            store=store,
+            ephemeral_idle=ephemeral_idle,
         )
         self._save()
         try:
             self._underlay(hosts, say)
-            self._control_plane(ephemeral_idle)
-            say(f"control plane: sixpn server on {self.control_url}, store {self.root}/server.db")
+            self._control_plane(say)
             for i, spec in enumerate(hosts, start=1):
                 self._agent(i, spec, resync)
                 log = self.root / f"agent-{spec.name}.log"
@@ -211,37 +308,21 @@ class Lab:
         self.state.pids[role] = proc.pid
         self._save()
 
-    def _control_plane(self, ephemeral_idle: float | None) -> None:
+    def _control_plane(self, say: Callable[[str], None]) -> None:
+        """The store, then each replica once the one before answers (one at a time: the first
+        installs the lab's tokens into an empty store)."""
         assert self.state is not None
-        idle = [] if ephemeral_idle is None else ["--ephemeral-idle", str(ephemeral_idle)]
-        self._spawn(
-            "server",
-            [
-                sys.executable,
-                "-m",
-                "sixpn",
-                "server",
-                "--db",
-                str(self.root / "server.db"),
-                "--listen",
-                self.control_url,
-                "--admin-token",
-                self.state.admin_token,
-                "--join-token",
-                self.state.join_token,
-                "--heartbeat",
-                "2",
-                *idle,
-            ],
-        )
-        _wait(lambda: self.socket.exists() and self._healthy(), 20, "the control plane")
+        if self.state.store == "etcd":
+            from sixpn.lab import etcd
 
-    def _healthy(self) -> bool:
-        try:
-            with self.api() as api:
-                return api.get("/healthz").status_code == 200
-        except httpx.HTTPError:
-            return False
+            etcd.up(self, say)
+            store = "etcd"
+        else:
+            store = f"{self.root}/server.db"
+        for i in range(self.replicas):
+            self.start_replica(i)
+        servers = "sixpn server" if self.replicas == 1 else f"{self.replicas} sixpn server replicas"
+        say(f"control plane: {servers} on {self.control_url}, store {store}")
 
     def agent_argv(self, name: str, resync: float = 5.0) -> list[str]:
         assert self.state is not None
@@ -288,7 +369,7 @@ class Lab:
     def wait_hosts_ready(self, timeout: float = 60) -> None:
         assert self.state is not None
         for name in self.state.hosts:
-            _wait(lambda n=name: self.status(n) is not None, timeout, f"agent of {name}")
+            wait_until(lambda n=name: self.status(n) is not None, timeout, f"agent of {name}")
 
     def host_run(
         self, name: str, argv: list[str], timeout: float = 60
@@ -333,7 +414,7 @@ class Lab:
             mine = [line for line in out.splitlines() if f"{machine['address']}/" in line]
             return bool(mine) and "tentative" not in mine[0]
 
-        _wait(wired, timeout, f"machine {machine['id']} wired")
+        wait_until(wired, timeout, f"machine {machine['id']} wired")
 
     def wait_settled(self, timeout: float = 30) -> None:
         """Until every agent has applied the store as it is now (its ``status.json`` names that
@@ -349,7 +430,9 @@ class Lab:
             return int(status.get("applied_revision", -1)) >= revision
 
         for name in self.state.hosts:
-            _wait(lambda n=name: applied(n), timeout, f"agent of {name} at revision {revision}")
+            wait_until(
+                lambda n=name: applied(n), timeout, f"agent of {name} at revision {revision}"
+            )
 
     # -- down -----------------------------------------------------------------------------------
 
@@ -365,11 +448,12 @@ class Lab:
             stop_pid(self.state.pids.pop(role))
         self._save()
         machine_ids: list[str] = []
-        if "server" in self.state.pids:
+        if any(self.replica_alive(i) for i in range(self.replicas)):
+            # a store without quorum answers 503 with an error object: nothing to list then
             with contextlib.suppress(httpx.HTTPError, ValueError, KeyError), self.api() as api:
-                for org in api.get("/v1/orgs", timeout=5).json():
+                for org in api.get("/v1/orgs", timeout=5).raise_for_status().json():
                     ms = api.get(f"/v1/orgs/{org['name']}/machines?all=true", timeout=5)
-                    machine_ids += [m["id"] for m in ms.json()]
+                    machine_ids += [m["id"] for m in ms.raise_for_status().json()]
         for h in self.state.hosts.values():
             if netns.exists(h["ns"]) and Path(h["data_dir"], "host.json").exists():
                 teardown = [sys.executable, "-m", "sixpn", "agent", "--teardown"]
@@ -389,8 +473,12 @@ class Lab:
                 kill_namespace_processes(ns)
                 netns.remove(ns)
         self.state.namespaces.clear()
-        if "server" in self.state.pids:
-            stop_pid(self.state.pids.pop("server"))
+        for i in range(self.replicas):  # the replicas, then the store under them
+            self.stop_replica(i)
+        if self.state.etcd:
+            from sixpn.lab import etcd
+
+            etcd.down(self)
         self._save()
         # Nothing of the lab stays behind: its store, the hosts' keys and credentials, the logs.
         shutil.rmtree(self.root, ignore_errors=True)
@@ -444,7 +532,8 @@ def run_checked(
     return done
 
 
-def _wait(check: Any, timeout: float, what: str) -> None:
+def wait_until(check: Any, timeout: float, what: str) -> None:
+    """Poll ``check`` until it is true; a LabTimeout naming ``what`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while not check():
         if time.monotonic() > deadline:

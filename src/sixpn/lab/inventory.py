@@ -1,7 +1,9 @@
 """What a lab holds right now (``sixpn lab status``) and which machine a name means (``exec``).
 
 The truth about orgs, machines and peers is the control plane's (the API); where things run is
-the lab's (``lab.json``: namespaces, PIDs, laptops, VPCs) and the agents' (``status.json``).
+the lab's (``lab.json``: namespaces, PIDs, laptops, VPCs, the store's members and replicas) and
+the agents' (``status.json``). The store's parts are asked directly: each replica's
+``/healthz``, each etcd member's ``/health``.
 Machines are listed org by org in creation order, each org's as the API lists them (creation
 order), so "the first machine of an app" is the oldest one still there.
 """
@@ -41,6 +43,7 @@ def collect(lab: Lab) -> Record:
             "logs": str(lab.root),
             "underlay": lab.underlay_ns,
         },
+        "store": store(lab),
         "hosts": hosts,
         "machines": machines,
         "peers": peers,
@@ -52,11 +55,44 @@ def _get(api: httpx.Client, path: str) -> list[Record]:
     try:
         answer = api.get(path, timeout=10)
     except httpx.HTTPError as exc:
-        raise LabError(f"the lab's control plane does not answer ({exc}); see server.log") from exc
+        raise LabError(f"the lab's control plane does not answer ({exc}); see server*.log") from exc
     if answer.status_code != 200:
         raise LabError(f"GET {path}: HTTP {answer.status_code}: {answer.text[:300]}")
     found: list[Record] = answer.json()
     return found
+
+
+def store(lab: Lab) -> Record:
+    """The control plane's store (SQLite file or etcd members) and its server replicas."""
+    assert lab.state is not None
+    replicas = []
+    for i in range(lab.replicas):
+        running = lab.replica_alive(i)
+        replicas.append(
+            {
+                "name": lab.replica_role(i),
+                "url": f"unix:{lab.replica_socket(i)}",
+                "pid": lab.state.pids.get(lab.replica_role(i)),
+                "alive": running,
+                "healthy": running and lab.replica_healthy(i),
+                "log": str(lab.root / f"{lab.replica_role(i)}.log"),
+            }
+        )
+    if lab.state.store == "etcd":
+        from sixpn.lab import etcd
+
+        return {
+            "kind": "etcd",
+            "data_dir": lab.state.etcd.get("dir"),
+            "members": etcd.status(lab),
+            "replicas": replicas,
+        }
+    return {
+        "kind": "sqlite",
+        "db": str(lab.root / "server.db"),
+        "members": [],
+        "replicas": replicas,
+    }
 
 
 def _host(lab: Lab, name: str, h: Record) -> Record:

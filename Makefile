@@ -101,3 +101,12 @@ bench-peers: venv
 bench-vpc: venv
 	@scripts/sysdeps.sh postgresql postgresql-client openresolv wireguard-go wireguard-tools nftables iproute2 iputils-ping
 	$(BIN)/python bench/vpc_bench.py $(BENCH_ARGS)
+
+# Control plane on SQLite and on etcd (1 and 2 replicas over a 3-member cluster): machine creates
+# at 1/8/32 clients, 400 concurrent org creates before and after per-replica ID blocks, write to
+# change-stream follower, failover gaps (etcd leader or a replica killed), same run (see
+# bench/README.md), ~5 min. `make bench-ha BENCH_ARGS=--quick` for a smoke run (~1 min).
+.PHONY: bench-ha
+bench-ha: venv
+	@scripts/sysdeps.sh etcd-server etcd-client
+	$(BIN)/python bench/ha_bench.py $(BENCH_ARGS)

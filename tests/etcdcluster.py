@@ -19,14 +19,12 @@ run signs the server's and the client's certificates (``ca_file``, ``cert_file``
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import datetime
 import ipaddress
 import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -45,9 +43,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from sixpn.lab.etcd import free_ports  # below the ephemeral range: a restart finds its ports free
+
 ETCD = shutil.which("etcd")
 START_TIMEOUT = 20.0  # seconds for a member (or a cluster) to report healthy
-_PR_SET_PDEATHSIG = 1
 
 
 def require_etcd() -> str:
@@ -106,7 +105,7 @@ class EtcdCluster:
         """Start every member on fresh free ports and wait until all are healthy. A port taken
         between choosing it and etcd binding it makes a member exit: then start again."""
         for _attempt in range(3):
-            ports = _free_ports(2 * self.size)
+            ports = free_ports(2 * self.size)
             scheme = "https" if self.tls else "http"
             self.members = [
                 Member(f"{self.token}-{i}", ports[2 * i], ports[2 * i + 1], self.dir / f"m{i}")
@@ -156,15 +155,14 @@ class EtcdCluster:
             args += [f"--cert-file={tls / 'server.pem'}", f"--key-file={tls / 'server.key'}"]
             args += [f"--trusted-ca-file={self.ca_file}", "--client-cert-auth"]
         # PR_SET_PDEATHSIG follows the thread that forked: only from the main thread (pytest's).
+        # Set by setpriv, which then execs etcd (the PID stays etcd's): no Python runs in the
+        # child, which is not safe in a process with threads (gRPC's) and crashed it (SIGSEGV
+        # before exec) now and then.
         main = threading.current_thread() is threading.main_thread()
+        wrapper = ["setpriv", "--pdeathsig", "KILL", "--"] if main else []
         log = (self.dir / f"{m.name}.log").open("ab")
         try:
-            m.process = subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent if main else None,
-            )
+            m.process = subprocess.Popen([*wrapper, *args], stdout=log, stderr=subprocess.STDOUT)
         finally:
             log.close()
 
@@ -175,7 +173,10 @@ class EtcdCluster:
         for m in which:
             while not self._healthy(m):
                 if not m.running:
-                    raise RuntimeError(f"etcd member {m.name} exited; see {self.dir}")
+                    log = self.dir / f"{m.name}.log"
+                    tail = log.read_text(errors="replace")[-1500:] if log.exists() else "no log"
+                    code = m.process.returncode if m.process else None
+                    raise RuntimeError(f"etcd member {m.name} exited ({code}): {tail}")
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"etcd member {m.name} not healthy after {timeout:g} s")
                 time.sleep(0.05)
@@ -255,26 +256,6 @@ class EtcdCluster:
                 return bool(json.loads(answer.read()).get("health") == "true")
         except (OSError, ValueError):
             return False
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct ports free right now (held together while choosing, so all differ)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL it when the test process dies, so none is left over."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _make_certificates(where: Path) -> tuple[Path, Path, Path]:

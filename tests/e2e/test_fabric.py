@@ -96,14 +96,19 @@ def seen(log: Path, timeout: float = 1.0, want: str | None = None) -> set[str]:
         time.sleep(0.05)
 
 
-@pytest.fixture(scope="module")
-def fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
-    tmp = tmp_path_factory.mktemp("fabric")
+@pytest.fixture(scope="module", params=["sqlite", "etcd"])
+def fabric(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Fabric]:
+    """The same fabric and checks on either store (SPEC 1): one server on SQLite, or 2 replicas
+    over a 3-member etcd cluster."""
+    tmp = tmp_path_factory.mktemp(f"fabric-{request.param}")
     lab = Lab(tmp / "lab")
     try:
         lab.up(
             [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")],
             resync=2.0,
+            store=request.param,
         )
         api = lab.api()
         for org in ("alpha", "beta"):

@@ -445,7 +445,7 @@ class Client:
         return feed.resume(
             self.watch,
             since,
-            source=self.url,
+            source=lambda: self.url,
             min_backoff=min_backoff,
             max_backoff=max_backoff,
         )

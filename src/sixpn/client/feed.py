@@ -148,11 +148,12 @@ async def resume(
     open_stream: Callable[[int], AsyncGenerator[ChangeBatch, None]],
     since: int,
     *,
-    source: str,
+    source: str | Callable[[], str],
     min_backoff: float = 0.1,
     max_backoff: float = 5.0,
 ) -> AsyncGenerator[ChangeBatch, None]:
-    """Follow ``open_stream(position)`` forever, reconnecting after drops (rules: module doc)."""
+    """Follow ``open_stream(position)`` forever, reconnecting after drops (rules: module doc).
+    ``source`` names where the next connection goes (a callable: a client that fails over)."""
     position = since
     delay = min_backoff
     while True:
@@ -171,10 +172,10 @@ async def resume(
             reason = exc.message
         pause = delay * (0.5 + random.random() / 2)  # jitter, not a secret
         log.warning(
-            "change stream of %s interrupted (%s); resuming from revision %d in %.2f s",
-            source,
+            "change stream interrupted (%s); resuming from revision %d at %s in %.2f s",
             reason,
             position,
+            source() if callable(source) else source,
             pause,
         )
         await asyncio.sleep(pause)

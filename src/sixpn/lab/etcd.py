@@ -71,7 +71,7 @@ def up(lab: Lab, say: Callable[[str], None]) -> None:
         lab.save()
         raise LabError(f"{where} exists: left by another lab of id {lab_id}? remove it") from None
     for attempt in range(3):
-        ports = _free_ports(2 * SIZE)
+        ports = free_ports(2 * SIZE)
         lab.state.etcd["members"] = [
             {
                 "name": f"sixpn-lab-{lab_id}-{n}",
@@ -226,7 +226,7 @@ def _fetch(request: urllib.request.Request) -> dict[str, Any] | None:
         return None
 
 
-def _free_ports(n: int) -> list[int]:
+def free_ports(n: int) -> list[int]:
     """``n`` distinct loopback ports free right now (held together while choosing, so all
     differ), below the kernel's ephemeral range where there is room."""
     try:

@@ -113,7 +113,9 @@ class EtcdStore:
 
     async def get(self, key: str) -> KV | None:
         request = rpc.RangeRequest(key=self._root + key.encode())
-        found = await self._conn.range(f"reading key {key!r}", request)
+        # the kind of key, not the key: a token's key is its secret's hash, and this message
+        # reaches HTTP answers and logs
+        found = await self._conn.range(f"reading a {key.split('/', 1)[0]!r} key", request)
         return self._kv(found.kvs[0]) if found.kvs else None
 
     async def range(self, prefix: str) -> tuple[list[KV], int]:

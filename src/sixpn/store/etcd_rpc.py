@@ -40,6 +40,9 @@ RpcError: type[Exception] = grpc.aio.AioRpcError  # a call or stream failed (see
 
 _RETRY_PAUSE_S = 0.1  # after every endpoint failed once, before trying them again
 _NOT_SENT = ("failed to connect", "no leader", "not capable", "too many requests")
+# An attempt's deadline as etcd reports it when its copy of the deadline fires before the client's
+# (etcd 3.4's gRPC sends Go's context error as UNKNOWN, not DEADLINE_EXCEEDED): a read moves on.
+_SERVER_DEADLINE = "context deadline exceeded"
 # etcd answers these when the credentials are wrong or missing: the store is misconfigured.
 _AUTH_FAILED = ("user name is empty", "authentication failed")
 _LEADER = (("hasleader", "true"),)  # etcd's "require leader" metadata (rpctypes.MetadataHasLeader)
@@ -185,7 +188,9 @@ class Connection:
                     reauthenticated = True
                     continue
                 unsure = not retry_any and not any(s in last for s in _NOT_SENT)
-                late = retry_any and code == grpc.StatusCode.DEADLINE_EXCEEDED
+                late = retry_any and (
+                    code == grpc.StatusCode.DEADLINE_EXCEEDED or last == _SERVER_DEADLINE
+                )
                 if (code != grpc.StatusCode.UNAVAILABLE and not late) or unsure:
                     applied = " (it may or may not have been applied)" if unsure else ""
                     raise Unavailable(f"{self.name}: {doing}{applied}: {last}") from e

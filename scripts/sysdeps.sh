@@ -106,6 +106,15 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "sysdeps: no main PostgreSQL cluster on install (/etc/postgresql-common/createcluster.conf)"
   fi
   apt-get update -qq
+  # Servers among these (etcd, PostgreSQL) are for the tests and the lab, which start their
+  # own: Debian's policy-rc.d hook keeps their packages from starting a system-wide one on a
+  # machine with systemd. Only when the machine has no such hook of its own; removed after.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# sixpn sysdeps.sh: no service starts while it installs\nexit 101\n' \
+      >/usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 if installed wireguard-go && wireguard_go_is_old; then

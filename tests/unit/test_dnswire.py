@@ -118,3 +118,42 @@ def test_mutated_valid_queries_never_crash(data: st.DataObject) -> None:
     if isinstance(parsed, tuple):
         entry = dnswire.build_entry(b"\x01a\x01b\x08internal\x00", 28, rcode=3)
         dnswire.respond(bytes(base), parsed[0], parsed[3], entry, 512)
+
+
+def answer_over(query: bytes, entry: dnswire.Entry, *, tcp: bool) -> dns.message.Message:
+    parsed = dnswire.parse_query(query)
+    assert isinstance(parsed, tuple)
+    qend, _, _, edns = parsed
+    limit = dnswire.MAX_MESSAGE if tcp else dnswire.udp_limit(edns)
+    out = dnswire.respond(query, qend, edns, entry, limit)
+    assert len(out) <= dnswire.MAX_MESSAGE
+    return dns.message.from_wire(out)
+
+
+def test_an_answer_too_large_for_dns_keeps_what_fits_and_stays_valid() -> None:
+    """5,000 machines in one app: AAAA answers hold the first ~2,300 addresses; a listing holds
+    its first whole rows; over UDP both say "ask over TCP"; nothing raises."""
+    from ipaddress import IPv6Address
+
+    query = wire("big.internal", use_edns=0, payload=1232)
+    addresses = tuple(IPv6Address(f"fdaa:0:1:0:3:{i:x}:1:2") for i in range(5000))
+    qname = b"\x03big\x08internal\x00"
+    entry = dnswire.build_entry(qname, dnswire.QTYPE_AAAA, rcode=dnswire.NOERROR, aaaa=addresses)
+    whole = answer_over(query, entry, tcp=True)
+    got = [IPv6Address(r.address) for r in whole.answer[0]]
+    assert 2000 < len(got) < 2400
+    assert set(got) == set(addresses[: len(got)])  # the first ones (the wire order is its own)
+    assert answer_over(query, entry, tcp=False).flags & dns.flags.TC
+
+    rows = [f"instance={i:014x},app=web,ip=fdaa:0:1::{i:x},region=fra" for i in range(5000)]
+    listing = wire("_instances.internal", "TXT", use_edns=0, payload=1232)
+    qname = b"\x0a_instances\x08internal\x00"
+    entry = dnswire.build_entry(
+        qname, dnswire.QTYPE_TXT, rcode=dnswire.NOERROR, txt=";".join(rows), txt_sep=";"
+    )
+    whole = answer_over(listing, entry, tcp=True)
+    (record,) = whole.answer[0]
+    kept = b"".join(record.strings).decode().split(";")
+    assert 500 < len(kept) < len(rows)
+    assert kept == rows[: len(kept)]  # whole rows, the first ones
+    assert answer_over(listing, entry, tcp=False).flags & dns.flags.TC

@@ -272,3 +272,25 @@ def test_truncation_over_udp_and_full_answer_with_room() -> None:
     assert truncated.answer == []
     full = dns.message.from_wire(dnswire.respond(data, qend, edns_size, entry, 65535))
     assert {IPv6Address(a) for a in addresses(full)} == {m.address for m in many}
+
+
+def test_an_app_of_5000_machines_answers_every_name_without_an_error() -> None:
+    """SPEC 4.2 names stay answerable when their answer exceeds one DNS message: the app's
+    AAAA holds the addresses that fit, ``_instances`` and ``all._instances`` their first whole
+    rows (they used to raise FormError at ~5,000 machines)."""
+    view = View(revision=1)
+    view.networks = {("a", "default"): Network("a", "default", NET_A, 0.0)}
+    view.apps[("a", "big")] = App("a", "big", "default", NET_A, 0.0)
+    fleet = [machine(i, "big", ("fra", "ams", "syd")[i % 3]) for i in range(1, 5001)]
+    view.machines = {m.id: m for m in fleet}
+    z = Zone(zone_settings(list(RegionCatalogue.default()), "fra", api_in_network=True))
+    z.load(view)
+    every = {str(m.address) for m in fleet}
+    found = addresses(ask(z, "big.internal", edns=True))
+    assert 2000 < len(found) < 2400
+    assert set(found) <= every
+    for name in ("_instances.internal", "all._instances.internal"):
+        rows = txt(ask(z, name, "TXT", edns=True)).split(";")
+        assert 500 < len(rows) < 5000
+        assert all(r.startswith("instance=") and r.endswith(("fra", "ams", "syd")) for r in rows)
+    assert txt(ask(z, "_apps.internal", "TXT")) == "big"

@@ -164,6 +164,31 @@ def _soa(neg_ttl: int) -> dns.rrset.RRset:
     )
 
 
+MAX_MESSAGE = 65535  # a DNS message's size limit (TCP's length prefix; RFC 1035 4.2.2)
+OPT_SIZE = 11  # the OPT record every answer may carry (``Entry.counts_edns``)
+AAAA_RR_SIZE = 2 + 10 + 16  # a compressed owner name, type/class/TTL/length, the address
+
+
+def fit_aaaa(qname: bytes, aaaa: tuple[IPv6Address, ...]) -> tuple[IPv6Address, ...]:
+    """As many of ``aaaa`` as one message holds (about 2,300): an app with more machines
+    answers with the first of them in the answer's order, never with an error (SPEC 4.2)."""
+    room = MAX_MESSAGE - 12 - (len(qname) + 4) - OPT_SIZE
+    return aaaa[: room // AAAA_RR_SIZE]
+
+
+def fit_txt(qname: bytes, value: str, sep: str = ",") -> str:
+    """``value`` cut after its last whole ``sep``-separated item that fits one message (one TXT
+    record of 255-byte strings, each with its length byte): a listing too long for DNS holds its
+    first items, never an error."""
+    room = MAX_MESSAGE - 12 - (len(qname) + 4) - OPT_SIZE - (2 + 10)
+    fits = room - -(-room // 256)  # the text, less one length byte per 255-byte string
+    raw = value.encode()
+    if len(raw) <= fits:
+        return value
+    cut = raw[: fits + 1].rfind(sep.encode())
+    return raw[: max(cut, 0)].decode("utf-8", "ignore")
+
+
 def txt_strings(value: str) -> tuple[bytes, ...]:
     """One TXT value as character-strings of at most 255 bytes (SPEC 4.2)."""
     raw = value.encode()
@@ -177,10 +202,14 @@ def build_entry(
     rcode: int,
     aaaa: tuple[IPv6Address, ...] = (),
     txt: str | None = None,
+    txt_sep: str = ",",
     ttl: int = 5,
     neg_ttl: int = 5,
 ) -> Entry:
-    """Render an answer for the question ``qname`` (lowercased wire form, with its final zero)."""
+    """Render an answer for the question ``qname`` (lowercased wire form, with its final zero).
+    An answer larger than one DNS message keeps what fits (``fit_aaaa``, ``fit_txt``)."""
+    aaaa = fit_aaaa(qname, aaaa)
+    txt = None if txt is None else fit_txt(qname, txt, txt_sep)
     name = dns.name.from_wire(qname, 0)[0]
     msg = dns.message.Message(id=0)
     msg.flags = dns.flags.QR | dns.flags.AA | dns.flags.RA

@@ -30,6 +30,7 @@ class Records:
 
     aaaa: tuple[IPv6Address, ...] = ()
     txt: str | None = None
+    sep: str = ","  # between the TXT value's items: a value too long for DNS is cut at one
 
 
 @dataclass
@@ -58,7 +59,7 @@ def _addresses(machines: Iterable[Machine]) -> Records:
 
 
 def _txt(values: Iterable[str], sep: str = ",") -> Records:
-    return Records(txt=sep.join(values))
+    return Records(txt=sep.join(values), sep=sep)
 
 
 def answer(index: NetworkIndex, q: dnsnames.Question, zs: ZoneSettings) -> Records | None:

@@ -89,6 +89,7 @@ class Zone:
             rcode=dnswire.NOERROR,
             aaaa=records.aaaa if wants and not is_txt else (),
             txt=records.txt if wants and is_txt and records.txt else None,
+            txt_sep=records.sep,
             ttl=self.ttl,
             neg_ttl=self.neg_ttl,
         )

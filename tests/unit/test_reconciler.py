@@ -157,3 +157,31 @@ async def test_a_gateway_with_5000_peers_applies_one_peer_per_peer_change(
         assert h.applied == [RemovePeers(frozenset({peer(17).public_key}))]
         assert len(h.state.wg_peers) == 5001  # 5,000 clients and host h1
     assert max(len(rec.getMessage()) for rec in caplog.records) < 200
+
+
+class CountingReconciler(Reconciler):
+    builds = 0
+
+    def desired(self, view: View) -> HostState:
+        self.builds += 1
+        return super().desired(view)
+
+
+async def test_an_irrelevant_change_builds_nothing_and_still_counts_as_applied() -> None:
+    """``relevant=False`` (agent/presence.py: nothing this host's state reads has moved): no
+    desired state is built, the revision is applied; a relevant one after it is built."""
+    h = CountingHost()
+    r = CountingReconciler(h, lambda v: "h1", listen_port=51820)
+    applied: list[int] = []
+    r.on_applied = lambda revision, _state: applied.append(revision)
+    async with running(r):
+        a, b = ("aaaa0000000001", H1), ("bbbb0000000002", H2)
+        r.request(view(1, a, b), full=True)
+        await settle(r, 1)
+        assert r.builds == 1
+        r.request(view(2, a, b, ("dddd0000000004", H2)), relevant=False)
+        await settle(r, 2)
+        assert (r.builds, h.reads, applied[-1]) == (1, 1, 2)
+        r.request(view(3, a, b, ("cccc0000000003", H1)))  # its own machine: built, applied
+        await settle(r, 3)
+        assert (r.builds, len(h.state.machines)) == (2, 2)

@@ -25,6 +25,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sixpn.agent.datadir import DataDir
 from sixpn.agent.metrics import AgentCollector
 from sixpn.agent.ports import HostPort
+from sixpn.agent.presence import Presence
 from sixpn.agent.reconciler import Reconciler
 from sixpn.client import Client
 from sixpn.control.api.schemas import PeerCounters
@@ -147,14 +148,18 @@ class Agent:
             if s.metrics:
                 self._serve_metrics(s.metrics, reconciler)
 
+            presence = Presence(s.name)
+
             def on_load(view: View) -> None:
                 zone.load(view)
+                presence.load(view)
                 reconciler.request(view, full=True)
 
             def on_change(view: View, deltas: list[Delta]) -> None:
                 zone.apply(deltas)
+                relevant = presence.apply(deltas)  # O(changes), whatever the fleet's size
                 if any(d.kind in DATA_PATH_KINDS for d in deltas):
-                    reconciler.request(view)
+                    reconciler.request(view, relevant=relevant)
 
             follower = Follower(client, on_load=on_load, on_change=on_change)
             tasks = [

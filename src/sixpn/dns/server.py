@@ -91,6 +91,7 @@ class DnsServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._nets: dict[str, int | None] = {}  # source address text -> network ID
         self._responses: dict[tuple[int, bytes], bytes] = {}  # (network, query[2:]) -> answer[2:]
+        self._response_keys: dict[int, list[tuple[int, bytes]]] = {}  # by network, to forget
         self._responses_version = -1
         self._fast = fastpath.udp_drain()  # the C loop for IPv6 sockets, None if not available
         self._not_ready = dnswire.Entry(
@@ -162,10 +163,8 @@ class DnsServer:
     # -- UDP: the hot path ----------------------------------------------------------------------
 
     def _drain(self, sock: socket.socket) -> None:
-        zone = self.zone
-        if zone.version != self._responses_version:
-            self._responses.clear()
-            self._responses_version = zone.version
+        if self.zone.version != self._responses_version:
+            self._forget_changed()
         responses = self._responses
         rcodes = self.counters.rcodes
         nets = self._nets
@@ -207,10 +206,8 @@ class DnsServer:
 
     def _drain_c(self, sock: socket.socket) -> None:
         """``_drain`` with the C loop: cache hits never reach Python, misses go on as there."""
-        zone = self.zone
-        if zone.version != self._responses_version:
-            self._responses.clear()
-            self._responses_version = zone.version
+        if self.zone.version != self._responses_version:
+            self._forget_changed()
         assert self._fast is not None
         counters = self.counters
         received, dropped, misses = self._fast(
@@ -227,6 +224,19 @@ class DnsServer:
             out = self._answer_udp(sock, data, addr, net_id)
             if out is not None:
                 self._send(sock, out, addr)
+
+    def _forget_changed(self) -> None:
+        """Drop the kept responses of the networks that changed (all after a reload): a change
+        in one network costs what that network had kept, not the whole cache."""
+        changed = self.zone.take_changed()
+        self._responses_version = self.zone.version
+        if changed is None:
+            self._responses.clear()
+            self._response_keys.clear()
+            return
+        for net_id in changed:
+            for key in self._response_keys.pop(net_id, ()):
+                self._responses.pop(key, None)
 
     def _learn_source(self, host: str) -> int | None:
         nets = self._nets
@@ -265,7 +275,10 @@ class DnsServer:
         if len(data) == qend + (11 if edns_size else 0):
             if len(self._responses) >= _MAX_RESPONSES:
                 self._responses.clear()
-            self._responses[(net_id, data[2:])] = out[2:]
+                self._response_keys.clear()
+            key = (net_id, data[2:])
+            self._responses[key] = out[2:]
+            self._response_keys.setdefault(net_id, []).append(key)
         return out
 
     def _forward_udp(

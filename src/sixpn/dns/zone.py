@@ -44,8 +44,10 @@ class Zone:
         self._cache: dict[CacheKey, dnswire.Entry] = {}
         self._tags: dict[Tag, list[CacheKey]] = {}
         self._nx: dict[int, dnswire.Entry] = {}  # by question-name length
-        # Bumped by every change: whoever keeps whole responses (the UDP path) drops them.
+        # Bumped by every change; whoever keeps whole responses (the UDP path) drops those of
+        # the networks changed since it last looked (``take_changed``; None: every network).
         self.version = 0
+        self._changed: set[int] | None = None
 
     # -- the hot path ---------------------------------------------------------------------------
 
@@ -119,6 +121,12 @@ class Zone:
         self._cache.clear()
         self._tags.clear()
         self.version += 1
+        self._changed = None
+
+    def take_changed(self) -> set[int] | None:
+        """The networks whose answers changed since the last call (None: all of them)."""
+        changed, self._changed = self._changed, set()
+        return changed
 
     def apply(self, deltas: Iterable[Delta]) -> None:
         self.version += 1
@@ -167,11 +175,15 @@ class Zone:
         return self._index(net_id).apps.setdefault(app, {})
 
     def _invalidate(self, net_id: int, app: str | None) -> None:
+        if self._changed is not None:
+            self._changed.add(net_id)
         for tag in ((net_id, app), (net_id, None)):
             for key in self._tags.pop(tag, ()):
                 self._cache.pop(key, None)
 
     def _invalidate_network(self, net_id: int) -> None:
+        if self._changed is not None:
+            self._changed.add(net_id)
         for tag in [t for t in self._tags if t[0] == net_id]:
             for key in self._tags.pop(tag):
                 self._cache.pop(key, None)

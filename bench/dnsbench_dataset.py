@@ -3,20 +3,23 @@
 Pure functions (no clock, no I/O except :func:`write_dataset`). The data set is no longer made
 up here: :func:`fleet_plan` says what to create (a seeded shape), the control plane creates it
 and allocates every ID and address (``dnsbench_control``), and :func:`dataset_from_api` reads
-the real machines back. The records both servers are checked against, and Unbound's
-``local-data``, are derived from those machines only, so sixpn and the Unbound anchor serve
-exactly the same truth.
+the real machines back. The records every server is checked against, Unbound's ``local-data``
+and Knot's zone file (``dnsbench_knot``) are derived from those machines only, so sixpn and the
+two anchors serve exactly the same truth.
 
-- Fleet (seed :data:`DEFAULT_SEED`): one organization :data:`ORG` (its default network holds
-  everything; the benchmark client's source is ``<net48>::100`` in it), :data:`HOSTS_PER_REGION`
-  hosts in each of fra/iad/syd, :data:`APP_COUNT` apps of :data:`MACHINES_PER_APP` started
-  machines each on seeded hosts.
+- Fleet (seed :data:`DEFAULT_SEED`, size :data:`FLEETS`): one organization :data:`ORG` (its
+  default network holds everything; the benchmark client's source is ``<net48>::100`` in it),
+  ``hosts_per_region`` hosts in each of fra/iad/syd, ``apps`` apps of ``machines_per_app``
+  started machines each on seeded hosts. ``10k`` (the default): 1,000 apps x 10 machines on 102
+  hosts (~100 machines per host); ``500``: 100 apps x 5 machines on 6 hosts (the first shape).
 - Records (SPEC 4.2, ``core.dnszone``, TTL 5): ``<app>``, ``global.<app>`` (started machines),
   ``<region>.<app>`` (started machines there, for the regions that have some) and
   ``<id>.vm.<app>`` AAAA; ``regions.<app>`` (sorted regions), ``vms.<app>`` (``<id> <region>``
   sorted by ID) and ``_apps`` (sorted app names) TXT, comma-joined; a TXT value longer than 255
   bytes cut into 255-byte character-strings of one record.
-- Queries: every line names an existing record, so every correct answer is NOERROR with data.
+- Queries: every line names an existing record, so every correct answer is NOERROR with data
+  (over UDP, an answer larger than 1,232 bytes is NOERROR with TC and no records, from all three
+  servers: the ``_apps`` listing of the 10k fleet, ~8.4 KB).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import base64
 import json
 import random
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv6Address
@@ -38,14 +42,42 @@ SERVER_ADDRESS = "fdaa::3"  # the DNS address every machine sees on its host (SP
 CLIENT_HOST_FIELD_LOW = 0x100  # the client is <net48>::100: host 0, field 0 (no machine there)
 REGIONS = ("fra", "iad", "syd")
 APP_KINDS = ("web", "api", "worker", "db", "cache")
-APP_COUNT = 100
-MACHINES_PER_APP = 5
-HOSTS_PER_REGION = 2
 TTL = 5
 QUERY_LINES = 10_000
 
 # Query mix: (kind, weight). All names exist; see query_lines().
 QUERY_MIX = (("app", 85), ("region", 10), ("vm", 3), ("apps_txt", 2))
+
+
+@dataclass(frozen=True)
+class FleetSize:
+    """How big the fleet in the store is: every machine is started, in the client's network."""
+
+    name: str
+    apps: int
+    machines_per_app: int
+    hosts_per_region: int
+
+    @property
+    def machines(self) -> int:
+        return self.apps * self.machines_per_app
+
+    @property
+    def hosts(self) -> int:
+        return self.hosts_per_region * len(REGIONS)
+
+    def describe(self) -> str:
+        return (
+            f"{self.apps:,} apps x {self.machines_per_app} machines = {self.machines:,} machines "
+            f"on {self.hosts} hosts"
+        )
+
+
+FLEETS = {
+    "500": FleetSize("500", apps=100, machines_per_app=5, hosts_per_region=2),
+    "10k": FleetSize("10k", apps=1_000, machines_per_app=10, hosts_per_region=34),
+}
+DEFAULT_FLEET = "10k"
 
 
 class Machine(NamedTuple):
@@ -100,27 +132,38 @@ def client_address(net_id: int) -> str:
     return str(addressing.encode(net_id, 0, 0, CLIENT_HOST_FIELD_LOW))
 
 
-def app_names(count: int = APP_COUNT) -> list[str]:
+def app_names(count: int) -> list[str]:
     """``web-1, api-1, worker-1, db-1, cache-1, web-2, ...``: ``web-1`` always exists."""
     return [f"{APP_KINDS[i % len(APP_KINDS)]}-{i // len(APP_KINDS) + 1}" for i in range(count)]
 
 
-def fleet_plan(seed: int) -> FleetPlan:
+def _endpoint(n: int) -> str:
+    """Host ``n``'s (never used) WireGuard endpoint: TEST-NET-1 as before for the first 254,
+    then the benchmarking range 198.18.0.0/15."""
+    if n < 255:
+        return f"192.0.2.{n}:51820"
+    return f"198.18.{n >> 8}.{n & 255}:51820"
+
+
+def fleet_plan(seed: int, fleet: FleetSize = FLEETS[DEFAULT_FLEET]) -> FleetPlan:
     """The deterministic shape for ``seed``: which hosts, apps, and on which host each machine
     goes. IDs and addresses are the control plane's to allocate."""
     rng = random.Random(seed)
+    per = fleet.hosts_per_region
     hosts = tuple(
         HostPlan(
             name=f"bench-{region}-{i + 1}",
             region=region,
-            endpoint=f"192.0.2.{r * HOSTS_PER_REGION + i + 1}:51820",  # TEST-NET-1: never used
+            endpoint=_endpoint(r * per + i + 1),
             public_key=base64.b64encode(rng.randbytes(32)).decode(),
         )
         for r, region in enumerate(REGIONS)
-        for i in range(HOSTS_PER_REGION)
+        for i in range(per)
     )
-    apps = tuple(app_names())
-    machines = tuple((app, rng.choice(hosts).name) for app in apps for _ in range(MACHINES_PER_APP))
+    apps = tuple(app_names(fleet.apps))
+    machines = tuple(
+        (app, rng.choice(hosts).name) for app in apps for _ in range(fleet.machines_per_app)
+    )
     return FleetPlan(seed=seed, org=ORG, hosts=hosts, apps=apps, machines=machines)
 
 
@@ -146,7 +189,8 @@ def dataset_from_api(
             raise ValueError(f"machine {m['id']}: address {address} does not follow SPEC 2")
         machine = Machine(str(m["id"]), str(m["region"]), address, host_id, field)
         apps[str(m["app"])].append(machine)
-    want = {app: sum(1 for a, _ in plan.machines if a == app) for app in plan.apps}
+    planned_per_app = Counter(app for app, _ in plan.machines)
+    want = {app: planned_per_app[app] for app in plan.apps}
     got = {app: len(ms) for app, ms in apps.items()}
     if got != want:
         raise ValueError(f"machines per app {got} instead of {want}")

@@ -122,17 +122,23 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
-def cpu_ticks(pid: int) -> int:
-    """utime+stime (clock ticks) of ``pid`` and its live descendants, all threads."""
-    total = 0
+def cpu_split(pid: int) -> tuple[int, int]:
+    """(utime, stime) in clock ticks of ``pid`` and its live descendants, all threads."""
+    user = system = 0
     for p in _descendants(pid):
         try:
             stat = Path(f"/proc/{p}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()  # fields 3.. (comm may hold spaces)
-        total += int(fields[11]) + int(fields[12])  # fields 14 and 15: utime, stime
-    return total
+        user += int(fields[11])  # field 14: utime
+        system += int(fields[12])  # field 15: stime
+    return user, system
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime+stime (clock ticks) of ``pid`` and its live descendants, all threads."""
+    return sum(cpu_split(pid))
 
 
 def cpu_busy_ticks() -> dict[int, int]:
@@ -167,6 +173,7 @@ class PerfRun:
     latencies_us: list[int] = field(default_factory=list)
     bad_answers: int = 0  # -v lines whose rcode is not the one expected for that name
     server_cpu_s: float = 0.0
+    server_user_s: float = 0.0  # the user-space part of server_cpu_s (utime); the rest is stime
     dnsperf_cpu_s: float = 0.0
     other_cpu: dict[int, float] = field(default_factory=dict)  # CPU -> busy share not ours
     control_cpu_s: float = 0.0  # the control plane (outside the namespace, unpinned), same span
@@ -174,6 +181,14 @@ class PerfRun:
     @property
     def cpu_us_per_query(self) -> float:
         return self.server_cpu_s * 1e6 / self.completed if self.completed else float("nan")
+
+    @property
+    def user_us_per_query(self) -> float:
+        return self.server_user_s * 1e6 / self.completed if self.completed else float("nan")
+
+    @property
+    def kernel_us_per_query(self) -> float:
+        return self.cpu_us_per_query - self.user_us_per_query
 
 
 _SUMMARY = {
@@ -233,7 +248,7 @@ def dnsperf(
     """
     control0 = cpu_ticks(control_pid) if control_pid else 0
     cmd = [*(["chrt", "-r", str(RT_PRIORITY)] if rt else []), "dnsperf", *args]
-    busy0, server0, own0 = cpu_busy_ticks(), cpu_ticks(server_pid), _children_cpu_s()
+    busy0, server0, own0 = cpu_busy_ticks(), cpu_split(server_pid), _children_cpu_s()
     start = time.monotonic()
     proc = spawn(ns, cpu, cmd, log, nice)
     try:
@@ -241,13 +256,14 @@ def dnsperf(
     finally:
         stop(proc)
     wall = time.monotonic() - start
-    busy1, server1, own1 = cpu_busy_ticks(), cpu_ticks(server_pid), _children_cpu_s()
+    busy1, server1, own1 = cpu_busy_ticks(), cpu_split(server_pid), _children_cpu_s()
     text = log.read_text(errors="replace")
     if code != 0:
         raise BenchError(f"{' '.join(cmd)}: exit {code}:\n{text[-2000:]}")
     result = PerfRun(cmd=wrapped(ns, cpu, cmd), wall_s=wall)
     parse_dnsperf(text, result, expected_rcode)
-    result.server_cpu_s = (server1 - server0) / CLK_TCK
+    result.server_cpu_s = (sum(server1) - sum(server0)) / CLK_TCK
+    result.server_user_s = (server1[0] - server0[0]) / CLK_TCK
     result.dnsperf_cpu_s = own1 - own0
     if control_pid:
         result.control_cpu_s = (cpu_ticks(control_pid) - control0) / CLK_TCK
@@ -303,13 +319,15 @@ class DigAnswer:
     rrs: tuple[RR, ...]  # every section
     answer: tuple[RR, ...] = ()
     authority: tuple[RR, ...] = ()
+    size: int = 0  # dig's "MSG SIZE rcvd": the message that was finally answered
 
     def fingerprint(self) -> tuple[object, ...]:
-        """What two servers giving the same answer must agree on: status, AA, and the answer
+        """What two servers giving the same answer must agree on: status, AA, TC, and the answer
         and authority sections as sets (order, e.g. Unbound's round-robin, does not count)."""
         return (
             self.status,
             "aa" in self.flags,
+            "tc" in self.flags,
             tuple(sorted(normal_rr(rr) for rr in self.answer)),
             tuple(sorted(normal_rr(rr) for rr in self.authority)),
         )
@@ -325,9 +343,14 @@ def normal_rr(rr: RR) -> RR:
     return (name, ttl, rtype, " ".join(rdata.split()))
 
 
-def dig(ns: str, server: str, source: str, name: str, rtype: str) -> DigAnswer:
-    """One query with dig from ``source`` inside ``ns``; the parsed header and sections."""
-    opts = ["+tries=1", "+time=1", "+noquestion", "+nostats", "+nocmd"]
+def dig(
+    ns: str, server: str, source: str, name: str, rtype: str, *, udp_only: bool = False
+) -> DigAnswer:
+    """One query with dig from ``source`` inside ``ns``; the parsed header and sections.
+    dig asks again over TCP when the UDP answer is truncated (TC); with ``udp_only`` it keeps
+    the UDP answer (``+ignore``, dig's default EDNS buffer of 1,232 bytes)."""
+    opts = ["+tries=1", "+time=1", "+noquestion", "+stats", "+nocmd"]
+    opts += ["+ignore"] if udp_only else []
     cmd = ["ip", "netns", "exec", ns, "dig", f"@{server}", "-b", source, name, rtype, *opts]
     out = run(cmd, check=False)
     status = re.search(r"status: (\w+)", out)
@@ -345,12 +368,14 @@ def dig(ns: str, server: str, source: str, name: str, rtype: str) -> DigAnswer:
         rr = (parts[0].rstrip(".").lower(), int(parts[1]), parts[3], parts[4])
         rrs.append(rr)
         by_section.setdefault(section, []).append(rr)
+    size = re.search(r"MSG SIZE\s+rcvd: (\d+)", out)
     return DigAnswer(
         status=status.group(1) if status else "NO-ANSWER",
         flags=frozenset(flags.group(1).split()) if flags else frozenset(),
         rrs=tuple(rrs),
         answer=tuple(by_section["ANSWER"]),
         authority=tuple(by_section["AUTHORITY"]),
+        size=int(size.group(1)) if size else 0,
     )
 
 
@@ -417,3 +442,22 @@ def exe_of(pid: int) -> str:
 
 
 WRAPPERS = frozenset({"ip", "taskset", "chrt", "nice", "env"})
+
+
+def stray_threads(pid: int, cpu: int) -> dict[int, set[int]]:
+    """Threads of ``pid`` (and its live descendants) allowed on other CPUs than ``cpu``: a
+    server that sets its own affinity (Knot can, per UDP worker) would escape the pinning."""
+    out: dict[int, set[int]] = {}
+    for p in _descendants(pid):
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                allowed = os.sched_getaffinity(int(task.name))
+            except OSError:
+                continue
+            if allowed != {cpu}:
+                out[int(task.name)] = allowed
+    return out
+
+
+def thread_count(pid: int) -> int:
+    return sum(len(list(Path(f"/proc/{p}/task").glob("*"))) for p in _descendants(pid))

@@ -50,11 +50,12 @@ demo: deps
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-# DNS benchmark (SPEC 9): sixpn against Unbound serving the same records, same run (root; see
-# bench/README.md). `make bench-dns BENCH_ARGS=--quick` for a smoke run.
+# DNS benchmark (SPEC 9): sixpn against Unbound and Knot DNS serving the same records (10k
+# machines in the store), same run (root; see bench/README.md), ~7 min.
+# `make bench-dns BENCH_ARGS=--quick` for a smoke run.
 .PHONY: bench-dns
 bench-dns: venv
-	@scripts/sysdeps.sh unbound dnsperf dnsutils util-linux
+	@scripts/sysdeps.sh unbound knot dnsperf dnsutils util-linux
 	$(BIN)/python bench/dns_bench.py $(BENCH_ARGS)
 
 # Data-path benchmark (SPEC 9): sixpn's fabric against plain wireguard-go between two
@@ -110,3 +111,23 @@ bench-vpc: venv
 bench-ha: venv
 	@scripts/sysdeps.sh etcd-server etcd-client
 	$(BIN)/python bench/ha_bench.py $(BENCH_ARGS)
+
+# Scale (SPEC 9): generated fleets of 1k, 10k and 100k machines (bench/fleetgen.py, written into
+# SQLite): the DNS full build and its resident memory, DNS and agent cost per change, in fresh
+# processes against a real server (see bench/README.md), ~5 min.
+# `make bench-scale BENCH_ARGS=--quick` for a smoke run (1k and 10k, ~40 s).
+.PHONY: bench-scale
+bench-scale: venv
+	$(BIN)/python bench/scale_bench.py $(BENCH_ARGS)
+
+# Propagation at rate (SPEC 9): in a 5-host lab while other clients change machines at 200/s,
+# from the API call to every host's DNS answering and to the first packet to a new machine, and no
+# change lost or out of order; CDF plot to docs/img/propagation.png (root; see bench/README.md),
+# ~1.5 min. `make bench-propagation BENCH_ARGS=--quick` for a smoke run (~20 s; its plot stays in
+# bench/out). matplotlib is optional (no plot without it).
+PROP_PLOT ?= docs/img/propagation.png
+.PHONY: bench-propagation
+bench-propagation: venv
+	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib || true
+	$(BIN)/python bench/propagation_bench.py $(if $(findstring --quick,$(BENCH_ARGS)),,--plot $(PROP_PLOT)) $(BENCH_ARGS)

@@ -114,7 +114,7 @@ bench-ha: venv
 
 # Scale (SPEC 9): generated fleets of 1k, 10k and 100k machines (bench/fleetgen.py, written into
 # SQLite): the DNS full build and its resident memory, DNS and agent cost per change, in fresh
-# processes against a real server (see bench/README.md), ~5 min.
+# processes against a real server (see bench/README.md), ~3-4 min.
 # `make bench-scale BENCH_ARGS=--quick` for a smoke run (1k and 10k, ~40 s).
 .PHONY: bench-scale
 bench-scale: venv

@@ -260,7 +260,7 @@ def make_plan(shape: Shape, seed: int = 1) -> Plan:
     rnd.shuffle(app_of)  # created interleaved, as over time
     dense = set(rnd.sample(range(shape.machines), min(shape.dense, shape.machines // 2)))
     for i, a in enumerate(app_of):
-        host = 0 if i in dense else rnd.choice(by_region[rnd.choice(app_regions[a])])
+        on = 0 if i in dense else rnd.choice(by_region[rnd.choice(app_regions[a])])
         r = rnd.random()
         state = (
             MachineState.DESTROYED
@@ -271,11 +271,11 @@ def make_plan(shape: Shape, seed: int = 1) -> Plan:
         )
         group = "worker" if rnd.random() < 0.2 else "app"
         metadata = {"role": "primary"} if rnd.random() < 0.05 else {}
-        plan.machines.append(PlanMachine(a, host, state, group, metadata))
+        plan.machines.append(PlanMachine(a, on, state, group, metadata))
 
     for i in range(shape.peers):
         org = plan.orgs[rnd.randrange(shape.orgs)]
-        region = rnd.choice(host_regions) if rnd.random() < 0.9 else None
+        near = rnd.choice(host_regions) if rnd.random() < 0.9 else None
         key = base64.b64encode(rnd.randbytes(32)).decode()
         routes = (f"2001:db8:{i + 1:x}::/48",) if i < 3 else ()
         plan.peers.append(
@@ -283,7 +283,7 @@ def make_plan(shape: Shape, seed: int = 1) -> Plan:
                 org.name,
                 f"peer-{i + 1}",
                 rnd.choice(org.networks),
-                region,
+                near,
                 key,
                 routes,
                 ephemeral=i % 10 == 9,
@@ -346,7 +346,7 @@ def fleet_kvs(plan: Plan) -> Fleet:
             kv[keys.org(item.name)] = enc(Org(item.name, now))
             network(item.name, "default", now)
         elif kind == "network":
-            network(*item, now)
+            network(item[0], item[1], now)
         elif kind == "host":
             host = Host(
                 item.name,

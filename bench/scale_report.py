@@ -143,13 +143,17 @@ def dns_tables(sizes: list[dict[str, Any]]) -> list[str]:
     for s in sizes:
         aa = answered(s)
         trim_ms = [1e3 * r["seconds"].get("malloc_trim", 0.0) for r in s["dns"]]
-        added = f"{aa['rss_added'] / s['dns'][0]['machines']:.0f} B ({aa['names']:,} names)"
+        added = (
+            f"{aa['rss_added'] / s['dns'][0]['machines']:.0f} B ({aa['names']:,} names)"
+            if aa
+            else "-"
+        )
         lines.append(
             f"| {s['size']:,} | {spread(per_machine(s, 'loaded'), '{:.0f}')} "
             f"| {spread(per_machine(s, 'after_gc'), '{:.0f}')} "
             f"| {spread(per_machine(s, 'after_trim'), '{:.0f}')} "
             f"| {spread(per_machine(s, 'peak'), '{:.0f}')} | {spread(trim_ms, '{:.1f}')} "
-            f"| {added if aa else '-'} |"
+            f"| {added} |"
         )
     lines += [
         "",

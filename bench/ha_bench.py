@@ -59,7 +59,6 @@ import argparse
 import asyncio
 import json
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -82,6 +81,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 import ha_load as load  # noqa: E402
 import ha_report  # noqa: E402
+import sysinfo  # noqa: E402
 from tests.etcdcluster import EtcdCluster  # noqa: E402
 from tests.harness import ServerProcess  # noqa: E402
 
@@ -415,27 +415,11 @@ async def until(attempt: Callable[[], Awaitable[object]], seconds: float, what: 
 
 
 def machine(work: Path) -> dict[str, Any]:
-    def first(path: str, key: str = "") -> str:
-        try:
-            for line in Path(path).read_text().splitlines():
-                if line.startswith(key):
-                    return line.split(":", 1)[-1].strip() if key else line.strip()
-        except OSError:
-            pass
-        return "?"
-
     etcd = subprocess.run(["etcd", "--version"], capture_output=True, text=True).stdout
     return {
-        "kernel": platform.release(),
-        "debian": first("/etc/debian_version"),
-        "cpu": first("/proc/cpuinfo", "model name"),
-        "cpus": os.cpu_count(),
-        "memory": first("/proc/meminfo", "MemTotal"),
-        "python": platform.python_version(),
+        **sysinfo.machine(),
         "sqlite": sqlite3.sqlite_version,
         "etcd": etcd.splitlines()[0] if etcd else "?",
-        "loadavg_start": first("/proc/loadavg"),
-        "git_head": git("rev-parse", "--short", "HEAD"),
         "work_dir_fs": filesystem(work),
         "tmpfs_etcd_fs": "tmpfs (/dev/shm)",
         "fsync_ms": fsync_ms(work),

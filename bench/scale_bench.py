@@ -51,8 +51,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -68,6 +66,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
 import scale_report  # noqa: E402
+import sysinfo  # noqa: E402
 from tests.harness import ServerProcess  # noqa: E402
 
 OUT_DIR = HERE / "out"
@@ -172,34 +171,13 @@ def measure(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
     return [results[size] for size in args.sizes]
 
 
-def git(*argv: str) -> str:
-    done = subprocess.run(["git", *argv], cwd=ROOT, capture_output=True, text=True, check=False)
-    return done.stdout.strip()
-
-
 def machine_info() -> dict[str, Any]:
-    def first(path: str, key: str = "") -> str:
-        try:
-            for line in Path(path).read_text().splitlines():
-                if line.startswith(key):
-                    return line.split(":", 1)[-1].strip() if key else line.strip()
-        except OSError:
-            pass
-        return "?"
-
     import pydantic
 
     return {
-        "kernel": platform.release(),
-        "debian": first("/etc/debian_version"),
-        "cpu": first("/proc/cpuinfo", "model name"),
-        "cpus": os.cpu_count(),
-        "memory": first("/proc/meminfo", "MemTotal"),
-        "python": platform.python_version(),
+        **sysinfo.machine(),
         "pydantic": pydantic.VERSION,
-        "git_head": git("rev-parse", "--short", "HEAD"),
-        "git_dirty": git("status", "--short", "--", "src").splitlines(),
-        "loadavg_start": first("/proc/loadavg"),
+        "git_dirty": sysinfo.git("status", "--short", "--", "src").splitlines(),
     }
 
 

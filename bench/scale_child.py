@@ -12,12 +12,12 @@ that adds; then one change at a time as the server streams it (a machine created
 destroyed; an app added): ``parse_line``, ``View.apply``, ``Zone.apply``, and the first answer
 for the app after it.
 
-``agent``: a host's desired state (``core.desired.desired_state``) and plans (``core.plan.plan``)
-through the public functions: the build, the first resync from an empty host, an idle resync,
-and the cost per change elsewhere in the fleet (and on the host itself): the change applied to
-the view, the desired state rebuilt, compared with the last one, planned. If the agent has
-``agent.presence.Presence`` (the per-change filter being written at the time), its cost and
-verdict per change are measured too.
+``agent``: a host's desired state (``core.desired.desired_state``, and as the agent keeps it,
+``core.incremental.IncrementalDesired``) and plans (``core.plan.plan``) through the public
+functions: the build from scratch, the index built at a snapshot, the first resync from an
+empty host, an idle resync, and the cost per change elsewhere in the fleet (and on the host
+itself), the agent's way: the change taken into the kept state, planned if it moved; beside it
+the way before (the desired state rebuilt from the view, compared with the last one, planned).
 
 ``--profile``: cProfile of the same work, top functions by own time. ``--tracemalloc``: where
 the DNS state's memory was allocated (by line).
@@ -31,7 +31,6 @@ import cProfile
 import ctypes
 import dataclasses
 import gc
-import importlib
 import io
 import json
 import os
@@ -51,7 +50,8 @@ from sixpn.client.feed import parse_line, parse_snapshot
 from sixpn.control import codec, feed, keys
 from sixpn.core import addressing, dnswire
 from sixpn.core.desired import desired_state
-from sixpn.core.hoststate import HostState
+from sixpn.core.hoststate import HostState, wg_ifname
+from sixpn.core.incremental import IncrementalDesired
 from sixpn.core.plan import plan
 from sixpn.core.regions import RegionCatalogue
 from sixpn.dns.server import DnsServer
@@ -447,6 +447,9 @@ def agent(args: argparse.Namespace) -> dict[str, Any]:
         return result, times
 
     desired, build_ms = timed(lambda: build(me), args.rounds)
+    kept = IncrementalDesired(me, 51820, wg_ifname(view.hosts[me].host_id))
+    _, load_ms = timed(lambda: kept.load(view), args.rounds)
+    assert kept.state == desired, "the kept desired state differs from the one built"
     _, typical_ms = timed(lambda: build(typical), args.rounds)
     empty = HostState(wg_ifname=None)
     first, first_ms = timed(lambda: plan(empty, desired), args.rounds)
@@ -458,6 +461,7 @@ def agent(args: argparse.Namespace) -> dict[str, Any]:
         "host_networks": len(desired.pairs),
         "typical_host_machines": live_by_host[typical],
         "build_ms": summary(build_ms),
+        "kept_load_ms": summary(load_ms),
         "typical_build_ms": summary(typical_ms),
         "first_resync_plan_ms": summary(first_ms),
         "first_resync_ops": len(first),
@@ -469,25 +473,19 @@ def agent(args: argparse.Namespace) -> dict[str, Any]:
     out["gc_full_ms"] = 1e3 * (time.perf_counter() - t)
     if args.profile:
         out["profile"] = profiled(lambda: plan(desired, build(me)))
-    out["changes"] = agent_changes(view, me, desired, build, args)
+    out["changes"] = agent_changes(view, kept, desired, build, args)
     return out
 
 
 def agent_changes(
     view: View,
-    me: str,
+    kept: IncrementalDesired,
     desired: HostState,
     build: Callable[[str], HostState],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
+    me = kept.me
     make = Changes(view, random.Random(args.seed))
-    presence = None
-    try:
-        presence = importlib.import_module("sixpn.agent.presence").Presence(me)
-        presence.load(view)
-    except (ImportError, AttributeError, TypeError) as exc:
-        print(f"scale_child: no agent.presence to measure ({exc})", file=sys.stderr)
-        presence = None
     elsewhere = {"near": lambda m: True, "avoid": me, "pick": lambda m: m.host != me}
     kinds = [(k, elsewhere) for k in KINDS] + [
         ("machine created here", {"near": lambda m: m.host == me, "host": me})
@@ -498,39 +496,26 @@ def agent_changes(
         kind, where = kinds[i % len(kinds)]
         _, line = make.make(kind.replace(" here", ""), **where)
         deltas: list[Delta] = view.apply(parse_line(args.url, line))
-        row = found.setdefault(
-            kind,
-            {
-                "desired_plan_ms": [],
-                "wall_ms": [],
-                "ops": [],
-                "relevant": [],
-                "presence_us": [],
-                "changed": [],
-            },
-        )
-        if presence is not None:
-            t = time.perf_counter()
-            relevant = presence.apply(deltas)
-            row["presence_us"].append(1e6 * (time.perf_counter() - t))
-            row["relevant"].append(float(bool(relevant)))
-        w, t = time.perf_counter(), time.thread_time()
+        row = found.setdefault(kind, {k: [] for k in ("kept_ms", "rebuild_ms", "ops", "moved")})
+        t = time.thread_time()  # the agent's way: the change taken in, a plan if it moved
+        moved = kept.apply(deltas)
+        ops = plan(prev, kept.state) if moved else []
+        row["kept_ms"].append(1e3 * (time.thread_time() - t))
+        t = time.thread_time()  # the way before: rebuilt from the view, compared, planned
         new = build(me)
-        same = new == prev
-        ops = [] if same else plan(prev, new)
-        row["desired_plan_ms"].append(1e3 * (time.thread_time() - t))  # CPU of this thread
-        row["wall_ms"].append(1e3 * (time.perf_counter() - w))
+        before = [] if new == prev else plan(prev, new)
+        row["rebuild_ms"].append(1e3 * (time.thread_time() - t))
+        assert new == kept.state, f"kept and rebuilt states differ after {kind}"
+        assert before == ops, f"kept and rebuilt plans differ after {kind}"
         row["ops"].append(float(len(ops)))
-        row["changed"].append(float(not same))
+        row["moved"].append(float(moved))
         prev = new
     return {
         kind: {
-            "desired_plan_ms": summary(r["desired_plan_ms"]),
-            "wall_ms": summary(r["wall_ms"]),
+            "desired_plan_ms": summary(r["kept_ms"]),
+            "rebuild_ms": summary(r["rebuild_ms"]),
             "ops_max": max(r["ops"]),
-            "changed_share": sum(r["changed"]) / len(r["changed"]),
-            "relevant_share": (sum(r["relevant"]) / len(r["relevant"])) if r["relevant"] else None,
-            "presence_us": summary(r["presence_us"]) if r["presence_us"] else None,
+            "changed_share": sum(r["moved"]) / len(r["moved"]),
         }
         for kind, r in found.items()
     }

@@ -168,7 +168,7 @@ class CountingReconciler(Reconciler):
 
 
 async def test_an_irrelevant_change_builds_nothing_and_still_counts_as_applied() -> None:
-    """``relevant=False`` (agent/presence.py: nothing this host's state reads has moved): no
+    """``relevant=False`` (core/incremental.py: the change did not move this host's state): no
     desired state is built, the revision is applied; a relevant one after it is built."""
     h = CountingHost()
     r = CountingReconciler(h, lambda v: "h1", listen_port=51820)

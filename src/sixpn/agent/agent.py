@@ -25,12 +25,12 @@ from prometheus_client import CollectorRegistry, start_http_server
 from sixpn.agent.datadir import DataDir
 from sixpn.agent.metrics import AgentCollector
 from sixpn.agent.ports import HostPort
-from sixpn.agent.presence import Presence
 from sixpn.agent.reconciler import Reconciler
 from sixpn.client import Client
 from sixpn.control.api.schemas import PeerCounters
 from sixpn.core import addressing
 from sixpn.core.hoststate import HostState, wg_ifname
+from sixpn.core.incremental import IncrementalDesired
 from sixpn.core.names import validate_name
 from sixpn.core.wireguard import split_endpoint
 from sixpn.dns.forward import Forwarder, upstreams_from_resolv_conf
@@ -129,13 +129,16 @@ class Agent:
         host = self.make_host(ifname, self.data.key_file)
         await asyncio.to_thread(host.start)
         port = split_endpoint(s.endpoint)[1]
+        orchestrator_netns = self._orchestrator_netns if s.netns_template else None
+        fleet = IncrementalDesired(s.name, port, ifname, orchestrator_netns)
         self.reconciler = Reconciler(
             host,
             lambda _view: s.name,
             listen_port=port,
             wg_ifname=ifname,
-            orchestrator_netns=self._orchestrator_netns if s.netns_template else None,
+            orchestrator_netns=orchestrator_netns,
             on_applied=self._applied,
+            fleet=fleet,
         )
         async with Client(s.control, credential) as client:
             regions = await fetch_regions(client)
@@ -148,18 +151,16 @@ class Agent:
             if s.metrics:
                 self._serve_metrics(s.metrics, reconciler)
 
-            presence = Presence(s.name)
-
             def on_load(view: View) -> None:
                 zone.load(view)
-                presence.load(view)
+                fleet.load(view)
                 reconciler.request(view, full=True)
 
             def on_change(view: View, deltas: list[Delta]) -> None:
                 zone.apply(deltas)
-                relevant = presence.apply(deltas)  # O(changes), whatever the fleet's size
+                moved = fleet.apply(deltas)  # in what the changes touch, whatever the fleet
                 if any(d.kind in DATA_PATH_KINDS for d in deltas):
-                    reconciler.request(view, relevant=relevant)
+                    reconciler.request(view, relevant=moved)
 
             follower = Follower(client, on_load=on_load, on_change=on_change)
             tasks = [

@@ -39,17 +39,53 @@ from sixpn.core.hoststate import (
     source_of,
     wg_ifname,
 )
-from sixpn.model.entities import Host, Machine, MachineState, Peer
+from sixpn.model.entities import Entity, Host, Machine, MachineState, Peer
+
+MESH_KEEPALIVE = 25
+
+
+def carried(entity: Entity | None) -> tuple[str, int] | None:
+    """(host, network) an entity makes a host carry: a live machine, a client peer."""
+    if isinstance(entity, Machine) and entity.state != MachineState.DESTROYED:
+        return entity.host, entity.net_id
+    if isinstance(entity, Peer):
+        return entity.gateway, entity.net_id
+    return None
+
+
+def mesh_peer(other: Host, networks: Iterable[int], routed: Iterable[IPv6Network]) -> WgPeer:
+    """Another host as a peer of the mesh: the /80s of the networks it carries, and the routes
+    of the routed peers it serves (in networks this host carries)."""
+    allowed = frozenset({*(addressing.host_prefix(n, other.host_id) for n in networks), *routed})
+    return WgPeer(other.public_key, allowed, endpoint=other.endpoint, keepalive=MESH_KEEPALIVE)
+
+
+def served_peer(peer: Peer) -> WgPeer:
+    """A client peer served by this host: its /120 and its routed prefixes."""
+    allowed = frozenset(
+        {addressing.peer_prefix(peer.net_id, peer.host_id, peer.slot), *peer.routes}
+    )
+    return WgPeer(peer.public_key, allowed)
+
+
+def machine_link(machine: Machine, netns: str | None = None) -> MachineLink:
+    return MachineLink(
+        machine_id=machine.id,
+        netns=netns or machine_netns(machine.id),
+        host_ifname=machine_ifname(machine.id),
+        address=machine.address,
+        prefix=addressing.machine_prefix(machine.net_id, machine.host_id, machine.field),
+    )
 
 
 def networks_by_host(machines: Iterable[Machine], peers: Iterable[Peer]) -> dict[str, set[int]]:
     """Host name -> IDs of the networks with a live machine or a client peer there."""
     present: dict[str, set[int]] = {}
-    for m in machines:
-        if m.state != MachineState.DESTROYED:
-            present.setdefault(m.host, set()).add(m.net_id)
-    for p in peers:
-        present.setdefault(p.gateway, set()).add(p.net_id)
+    entities: list[Entity] = [*machines, *peers]
+    for entity in entities:
+        where = carried(entity)
+        if where is not None:
+            present.setdefault(where[0], set()).add(where[1])
     return present
 
 
@@ -81,32 +117,15 @@ def desired_state(
     for other in hosts.values():
         if other.name == me.name:
             continue
-        allowed = frozenset(
-            {
-                *(addressing.host_prefix(n, other.host_id) for n in present.get(other.name, ())),
-                *routed_via.get(other.name, ()),
-            }
-        )
-        wg_peers.add(WgPeer(other.public_key, allowed, endpoint=other.endpoint, keepalive=25))
+        wg_peers.add(mesh_peer(other, present.get(other.name, ()), routed_via.get(other.name, ())))
     served = [p for p in peers if p.gateway == me.name]
-    for p in served:
-        allowed = frozenset({addressing.peer_prefix(p.net_id, p.host_id, p.slot), *p.routes})
-        wg_peers.add(WgPeer(p.public_key, allowed))
+    wg_peers.update(served_peer(p) for p in served)
 
-    links = set()
-    for m in machines:
-        if m.host != me.name or m.state == MachineState.DESTROYED:
-            continue
-        ns = (netns_of or {}).get(m.id) or machine_netns(m.id)
-        links.add(
-            MachineLink(
-                machine_id=m.id,
-                netns=ns,
-                host_ifname=machine_ifname(m.id),
-                address=m.address,
-                prefix=addressing.machine_prefix(m.net_id, m.host_id, m.field),
-            )
-        )
+    links = {
+        machine_link(m, (netns_of or {}).get(m.id))
+        for m in machines
+        if m.host == me.name and m.state != MachineState.DESTROYED
+    }
     routes = {Route(SIXPN_ROUTE, wg)} | {Route(link.prefix, link.host_ifname) for link in links}
     routes |= {Route(r, wg, PEERING_TABLE) for p in routed for r in p.routes}
     service = {addressing.DNS_ADDRESS}

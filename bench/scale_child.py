@@ -3,7 +3,8 @@ serving a generated store; prints one JSON object on stdout.
 
 ``dns``: what a DNS server does at start (runtime/dns.py, follower.py: ``GET /v1/snapshot``,
 ``parse_snapshot``, ``View.from_snapshot``, ``Zone.load``), timed phase by phase, with its
-resident memory (``VmRSS``) before and after, after ``gc.collect()`` and after ``malloc_trim(0)``;
+resident memory (``VmRSS``) before and after, after ``gc.collect()`` and after what the server
+does once a snapshot is loaded (``follower.settle``: gc, ``gc.freeze``, ``malloc_trim(0)``);
 the anchor, in the same process: ``json.loads`` of the same bytes (the standard library's
 decoder, building plain dicts and no entities). Then every machine's ``<id>.vm.<app>`` name, every
 app's name and every network's listings answered once as the UDP path does (``parse_query``,
@@ -28,7 +29,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import ctypes
 import dataclasses
 import gc
 import io
@@ -56,6 +56,7 @@ from sixpn.core.plan import plan
 from sixpn.core.regions import RegionCatalogue
 from sixpn.dns.server import DnsServer
 from sixpn.dns.zone import Zone
+from sixpn.follower import settle
 from sixpn.model.entities import App, Machine, MachineState
 from sixpn.runtime.dns import zone_settings
 from sixpn.store import Event, EventType
@@ -73,13 +74,6 @@ def rss() -> dict[str, int]:
                 name, value, _ = line.split()
                 found[name[:-1]] = int(value) * 1024
     return found
-
-
-def malloc_trim() -> bool:
-    try:
-        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
-    except (OSError, AttributeError):
-        return False
 
 
 def cpu_of(pid: int | None) -> float:
@@ -300,8 +294,9 @@ def dns(args: argparse.Namespace) -> dict[str, Any]:
         tracemalloc.stop()
         return out
     t = time.perf_counter()
-    trimmed = malloc_trim()
+    trimmed = settle()  # what the DNS server does after a snapshot (follower.py)
     out["seconds"]["malloc_trim"] = time.perf_counter() - t
+    gc.unfreeze()
     after_trim = rss()
     out["rss"] = {
         "base": base["VmRSS"],

@@ -180,20 +180,24 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     if wg_changed and actual.wg_ifname != desired.wg_ifname:
         gone_ifs.add(actual.wg_ifname)
     stale_machines = (actual.machines | actual.partial_machines) - desired.machines
-    desired_ids = {m.machine_id for m in desired.machines}
+    # (a change of one machine of a host holding a thousand costs that machine, not the host)
+    desired_ids = {m.machine_id for m in desired.machines} if stale_machines else set()
     for link in sorted(stale_machines, key=_link_key):
         if link.machine_id in desired_ids:
             ops.append(UnwireMachine(link))  # rewired below with its new shape
             gone_ifs.add(link.host_ifname)
     for link in sorted(desired.machines - actual.machines, key=lambda m: m.machine_id):
         ops.append(WireMachine(link))
-    routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
+    routes = actual.routes
+    if gone_ifs:
+        routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
     for route in sorted(desired.routes - routes, key=_route_key):
         ops.append(AddRoute(route))
     for address in sorted(desired.service_addresses - actual.service_addresses):
         ops.append(AddAddress(address))
     kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
-    have, want = _by_key(kept_peers), _by_key(desired.wg_peers)
+    # only the peers that differ are looked at: a thousand that did not change cost nothing
+    have, want = _by_key(kept_peers - desired.wg_peers), _by_key(desired.wg_peers - kept_peers)
     changed = frozenset(p for key, p in want.items() if not _same_peer(have.get(key), p))
     if changed:
         ops.append(SetPeers(changed))

@@ -263,8 +263,13 @@ def test_the_underlay_carries_only_wireguard(fabric: Fabric) -> None:
         out, _ = capture.communicate(timeout=10)
     packets = [line for line in out.splitlines() if " IP" in line]
     assert len(packets) >= 6, out
-    # every packet on the wire is WireGuard between host endpoints: no 6PN packet in the clear
-    assert all(" IP " in p and ".51820 > " in p and ": UDP" in p for p in packets), packets[:5]
+    # every packet on the wire is WireGuard between host endpoints: no 6PN packet in the clear.
+    # The underlay's own link-local control may pass too (a fresh interface's duplicate address
+    # detection, late on a loaded machine): it carries no 6PN address.
+    wireguard = [p for p in packets if " IP " in p and ".51820 > " in p and ": UDP" in p]
+    control = [p for p in packets if " IP6 " in p and "fdaa" not in p and "fe80::" in p]
+    assert [p for p in packets if p not in wireguard and p not in control] == []
+    assert len(wireguard) >= 6, out
 
 
 def test_a_new_machine_is_reachable_quickly_and_gone_when_destroyed(fabric: Fabric) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import dataclasses
+import json
 import os
 import pickle
 import secrets
@@ -246,6 +247,12 @@ def desired_for(
 # -- packets ---------------------------------------------------------------------------------
 
 
+def mac_of(ns: str, ifname: str) -> str:
+    """An interface's link-layer address, as ``ip link`` shows it."""
+    shown = json.loads(sh("ip", "-j", "-n", ns, "link", "show", "dev", ifname))
+    return str(shown[0]["address"])
+
+
 def ping(lab: Lab, ns: str, dst: IPv6Address, timeout: float = 1.0) -> bool:
     """One ICMPv6 echo from ``ns``; True if the reply came back within ``timeout``."""
     s = lab.sock(ns, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
@@ -379,6 +386,15 @@ def test_one_host_isolation_services_and_repair(lab: Lab) -> None:
     assert f'"{m1.host_ifname}" . {m1.prefix.network_address} . fdaa:0:18::' in machine_sources
     assert f"{m1.address} sixpn-local-6pn" in Path(f"/etc/netns/{m1.netns}/hosts").read_text()
     assert f"{m1.address}/112" in sh("ip", "-n", m1.netns, "addr", "show", "dev", "eth0")
+    # Each end of a veth knows the other's link-layer address before any packet: the first
+    # one needs no neighbour solicitation (one lost costs a 1 s retransmit).
+    for m in (m1, m2, m3):
+        eth0_mac = mac_of(m.netns, "eth0")
+        host_mac = mac_of(h, m.host_ifname)
+        host_side = sh("ip", "-n", h, "-6", "neigh", "show", "dev", m.host_ifname)
+        assert f"{m.address} lladdr {eth0_mac}" in host_side
+        machine_side = sh("ip", "-n", m.netns, "-6", "neigh", "show", "dev", "eth0")
+        assert f"fe80::1 lladdr {host_mac}" in machine_side
 
     # Same network: ICMPv6, UDP and TCP pass; another network: none of them.
     udp1 = udp_listener(lab, m1.netns, m1.address, 7000)

@@ -74,16 +74,17 @@ def big(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Big]:
 
 def test_an_app_too_large_for_one_message(big: Big) -> None:
     every = {str(m["address"]) for m in big.machines}
-    udp = dig(big.ns, big.source, f"{APP}.internal", "AAAA", "+notcp", "+ignore")
-    assert udp.status == "NOERROR"
-    assert "tc" in udp.flags
-    over_tcp = query(big.ns, big.source, f"{APP}.internal", "AAAA", tcp=True, timeout=5)
+    # (the first answer is built then kept; a loaded machine may take seconds: TCP waits)
+    over_tcp = query(big.ns, big.source, f"{APP}.internal", "AAAA", tcp=True, timeout=20)
     assert over_tcp.rcode() == dns.rcode.NOERROR
     assert not over_tcp.flags & dns.flags.TC
     got = {str(rr.address) for rr in over_tcp.answer[0]}
     assert 2_000 < len(got) < MACHINES  # as many as fit, and only the app's own
     assert got <= every
     assert len(over_tcp.to_wire()) <= 65_535
+    udp = dig(big.ns, big.source, f"{APP}.internal", "AAAA", "+notcp", "+ignore", "+tries=3")
+    assert udp.status == "NOERROR"
+    assert "tc" in udp.flags
     full = dig(big.ns, big.source, f"{APP}.internal", "AAAA", "+tcp")
     assert full.status == "NOERROR"
     assert set(full.answers) == got
@@ -91,7 +92,7 @@ def test_an_app_too_large_for_one_message(big: Big) -> None:
 
 @pytest.mark.parametrize("name", ["_instances.internal", "all._instances.internal"])
 def test_a_listing_too_large_for_one_message(big: Big, name: str) -> None:
-    reply = query(big.ns, big.source, name, "TXT", tcp=True, timeout=5)
+    reply = query(big.ns, big.source, name, "TXT", tcp=True, timeout=20)
     assert reply.rcode() == dns.rcode.NOERROR
     (rrset,) = reply.answer
     (txt,) = list(rrset)

@@ -76,13 +76,13 @@ async def follow(
                 e.type == EventType.DELETE and e.key == end_when_deleted for e in batch
             ):
                 return
-            for revision, events in _by_revision(batch):
+            for revision, events in by_revision(batch):
                 yield FeedChange(revision, encode_change(revision, events))
     finally:
         await batches.aclose()
 
 
-def _by_revision(batch: Sequence[Event]) -> list[tuple[int, Sequence[Event]]]:
+def by_revision(batch: Sequence[Event]) -> list[tuple[int, Sequence[Event]]]:
     out = []
     start = 0
     for i in range(1, len(batch) + 1):

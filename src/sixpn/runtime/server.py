@@ -123,6 +123,7 @@ async def serve(settings: ServerSettings) -> None:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await app.state.fanout.close()
         await store.close()
 
 

@@ -14,6 +14,7 @@ from sixpn.control.api import (
     routes_peers,
 )
 from sixpn.control.api.metrics import Metrics, MetricsMiddleware
+from sixpn.control.fanout import Fanout
 from sixpn.control.service import Service
 
 
@@ -25,6 +26,8 @@ def create_app(service: Service, *, heartbeat_seconds: float = 10.0) -> FastAPI:
     )
     app.state.service = service
     app.state.heartbeat_seconds = heartbeat_seconds
+    app.state.fanout = fanout = Fanout(service.ctx.store)  # one store read per change
+    app.router.on_shutdown.append(fanout.close)
     metrics = Metrics()
     app.state.metrics = metrics
     errors.install(app)

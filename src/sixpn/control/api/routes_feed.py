@@ -11,9 +11,9 @@ from fastapi.responses import StreamingResponse
 
 from sixpn.control import feed, keys
 from sixpn.control.api.auth import Reader, Svc
+from sixpn.control.fanout import Fanout
 from sixpn.control.tokens import digest
 from sixpn.model.errors import Gone
-from sixpn.store import Store
 
 router = APIRouter(tags=["feed"])
 
@@ -25,11 +25,11 @@ async def get_snapshot(svc: Svc, _: Reader) -> Response:
 
 
 async def _stream(
-    store: Store, since: int, heartbeat_s: float, credential_key: str
+    fanout: Fanout, since: int, heartbeat_s: float, credential_key: str
 ) -> AsyncIterator[bytes]:
     passed = since
     yield feed.heartbeat(passed)
-    changes = feed.follow(store, since, end_when_deleted=credential_key)
+    changes = fanout.follow(since, end_when_deleted=credential_key)
     pending: asyncio.Future[feed.FeedChange] | None = None
     try:
         while True:
@@ -77,5 +77,6 @@ async def watch(
     secret = request.headers["authorization"].partition(" ")[2].strip()
     credential_key = keys.token(digest(secret))
     return StreamingResponse(
-        _stream(store, since, heartbeat_s, credential_key), media_type="application/x-ndjson"
+        _stream(request.app.state.fanout, since, heartbeat_s, credential_key),
+        media_type="application/x-ndjson",
     )

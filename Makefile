@@ -131,3 +131,13 @@ bench-propagation: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
 	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib || true
 	$(BIN)/python bench/propagation_bench.py $(if $(findstring --quick,$(BENCH_ARGS)),,--plot $(PROP_PLOT)) $(BENCH_ARGS)
+
+# Every benchmark above in sequence (`make bench-<name>` each, output in bench/out/all-<stamp>/),
+# then one summary table of SPEC 9's targets (figure, anchor, verdict), plots (matplotlib, into
+# docs/img) and a section appended to docs/benchmarks.md (see bench/README.md): over an hour.
+# `make bench BENCH_ARGS="--only dns,scale"` to choose; `BENCH_ARGS="--quick --no-docs"` for a
+# smoke run that leaves docs/ alone.
+.PHONY: bench
+bench: venv
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib
+	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)

@@ -72,6 +72,15 @@ bench-datapath: venv
 bench-datapath-confirm:
 	$(MAKE) bench-datapath BENCH_ARGS="--rounds 200 --seconds 10 --paced-rate 0 --pings 50 --creates 0"
 
+# Where the data path's CPU goes, fabric against plain wireguard-go: perf record -a -g during
+# paced and full-rate iperf3 runs of both setups, alternated (root; ~3-5 minutes;
+# bench/datapath_perf.py, docs/benchmarks.md). BENCH_ARGS=--variant-no-rps adds the fabric
+# without receive steering.
+.PHONY: bench-datapath-perf
+bench-datapath-perf: venv
+	@scripts/sysdeps.sh linux-perf iperf3 wireguard-go wireguard-tools nftables iputils-ping util-linux
+	$(BIN)/python bench/datapath_perf.py $(BENCH_ARGS)
+
 # Agent resync benchmark: one full read of a host's kernel state by the agent, by machines per
 # host, against iproute2 + nft + wg reading the same, same run (root; see bench/README.md).
 .PHONY: bench-resync

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import threading
 from collections.abc import Iterator
 
 import dns.message
@@ -231,3 +233,42 @@ async def test_the_server_uses_it_for_ipv6_and_refuses_non_6pn_sources() -> None
         assert server.counters.rcodes[dnswire.REFUSED] == 1
     finally:
         await server.close()
+
+
+class _Zone:
+    version = 3
+
+
+def serve(sock: socket.socket, stop: int, lock: object, version: int = 3) -> object:
+    module = __import__("sixpn.dns._fastpath", fromlist=["serve"])
+    return module.serve(sock.fileno(), stop, {}, [0] * 16, BUDGET, lock, _Zone(), version)
+
+
+def test_serve_waits_then_drains_under_the_lock(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    server, client = pair
+    lock = threading.RLock()
+    stop_r, stop_w = os.pipe()
+    try:
+        result: list[object] = []
+        waiting = threading.Thread(target=lambda: result.append(serve(server, stop_r, lock)))
+        waiting.start()
+        waiting.join(0.2)
+        assert waiting.is_alive()  # nothing to read: it waits (the GIL released: we run)
+        client.send(query(5))
+        waiting.join(5)
+        ((received, dropped, misses),) = result  # type: ignore[misc]
+        assert (received, dropped) == (1, 0)
+        assert misses[0][0] == query(5)  # ::1 is no 6PN source: a miss, for Python
+        assert lock.acquire(blocking=False)  # released after the drain
+        lock.release()
+
+        client.send(query(6))
+        assert serve(server, stop_r, lock, version=2) is False  # the zone moved: nothing drained
+        assert drain(server, {}, [0] * 16, any_source_net=None)[0] == 1  # still queued
+        os.write(stop_w, b"x")
+        assert serve(server, stop_r, lock) is None  # told to stop
+    finally:
+        os.close(stop_r)
+        os.close(stop_w)

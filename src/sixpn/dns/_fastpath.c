@@ -15,8 +15,9 @@
  * - the rest (not 6PN, not cached, under 12 bytes) goes to Python as (data, address), exactly
  *   as socket.recvfrom(4096) returns them; a failed send counts as dropped, and so does a
  *   datagram over 4096 bytes (MSG_TRUNC), which Python would have read cut short.
- * The GIL stays held: the syscalls never wait, and it guards the static buffers (a re-entrant
- * call is refused). */
+ * The GIL stays held while draining: those syscalls never wait, and it guards the static
+ * buffers (a re-entrant call is refused). serve() waits for the socket with the GIL released,
+ * for the server's UDP threads. */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
@@ -24,6 +25,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -188,18 +190,12 @@ batch(int fd, int want, struct state *st)
     return rc < 0 ? -1 : received;
 }
 
+/* Drain fd: batches until it is empty or `budget` datagrams were received; (received, dropped,
+ * misses) or NULL on a Python error. */
 static PyObject *
-drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+run_drain(long fd, long budget, PyObject *responses, PyObject *rcodes, long long any_net)
 {
-    if (nargs < 4 || nargs > 5)
-        return PyErr_Format(PyExc_TypeError, "drain() takes 4 or 5 arguments");
-    struct state st = {.responses = args[1], .any_net = -1, .last_net = ~0ULL};
-    PyObject *rcodes = args[2];
-    long fd = PyLong_AsLong(args[0]), budget = PyLong_AsLong(args[3]);
-    if (nargs == 5 && args[4] != Py_None)
-        st.any_net = PyLong_AsLongLong(args[4]);
-    if (PyErr_Occurred())
-        return NULL;
+    struct state st = {.responses = responses, .any_net = any_net, .last_net = ~0ULL};
     if (!PyDict_Check(st.responses) || !PyList_Check(rcodes) || PyList_GET_SIZE(rcodes) < 16)
         return PyErr_Format(PyExc_TypeError, "responses: a dict; rcodes: a list of 16+ ints");
     if (fd < 0 || fd > INT_MAX || st.any_net > 0xFFFFFFFFLL)
@@ -227,10 +223,71 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return Py_BuildValue("(lnN)", received, st.dropped, st.misses);
 }
 
+static PyObject *
+drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 4 || nargs > 5)
+        return PyErr_Format(PyExc_TypeError, "drain() takes 4 or 5 arguments");
+    long fd = PyLong_AsLong(args[0]), budget = PyLong_AsLong(args[3]);
+    long long any_net = nargs == 5 && args[4] != Py_None ? PyLong_AsLongLong(args[4]) : -1;
+    if (PyErr_Occurred())
+        return NULL;
+    return run_drain(fd, budget, args[1], args[2], any_net);
+}
+
+/* serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version): wait until fd or stop_fd
+ * is readable, the GIL released meanwhile (a UDP thread of its own waits here, not the event
+ * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does.
+ * None: stop_fd is readable. False: the zone's version is no longer `version` (the caller drops
+ * what changed, then drains). Else drain()'s (received, dropped, misses). */
+static PyObject *
+serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8)
+        return PyErr_Format(PyExc_TypeError, "serve() takes 8 arguments");
+    long fd = PyLong_AsLong(args[0]), stop = PyLong_AsLong(args[1]);
+    long budget = PyLong_AsLong(args[4]);
+    PyObject *lock = args[5], *zone = args[6], *version = args[7];
+    if (PyErr_Occurred())
+        return NULL;
+    if (stop < 0 || stop > INT_MAX || fd < 0 || fd > INT_MAX)
+        return PyErr_Format(PyExc_ValueError, "fd out of range");
+    struct pollfd fds[2] = {{.fd = (int)fd, .events = POLLIN}, {.fd = (int)stop, .events = POLLIN}};
+    int ready;
+    Py_BEGIN_ALLOW_THREADS
+    do
+        ready = poll(fds, 2, -1);
+    while (ready < 0 && errno == EINTR);
+    Py_END_ALLOW_THREADS
+    if (ready < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    if (fds[1].revents)
+        Py_RETURN_NONE;
+    PyObject *held_lock = PyObject_CallMethod(lock, "acquire", NULL);
+    if (held_lock == NULL)
+        return NULL;
+    Py_DECREF(held_lock);
+    PyObject *now = PyObject_GetAttrString(zone, "version");
+    int same = now ? PyObject_RichCompareBool(now, version, Py_EQ) : -1;
+    Py_XDECREF(now);
+    PyObject *out = same < 0 ? NULL : same ? run_drain(fd, budget, args[2], args[3], -1)
+                                           : Py_NewRef(Py_False);
+    PyObject *released = PyObject_CallMethod(lock, "release", NULL);
+    if (released == NULL) {
+        Py_XDECREF(out);
+        return NULL;
+    }
+    Py_DECREF(released);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"drain", (PyCFunction)(void (*)(void))drain, METH_FASTCALL,
      "drain(fd, responses, rcodes, budget, any_source_net=None) -> (received, dropped, misses):"
      " answer cached queries on UDP socket fd until it is empty; return the rest like recvfrom."},
+    {"serve", (PyCFunction)(void (*)(void))serve, METH_FASTCALL,
+     "serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version): wait for fd (or"
+     " stop_fd: None), then under lock drain() it (False if zone.version moved)."},
     {NULL, NULL, 0, NULL},
 };
 

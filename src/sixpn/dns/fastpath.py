@@ -31,6 +31,10 @@ ENV_PURE_PYTHON = "SIXPN_DNS_PURE_PYTHON"
 # - any_source_net: tests only, every source counts as this network (not only fdaa::/16).
 # The addresses are typed as typeshed types socket.recvfrom's: Any.
 Drain = Callable[..., tuple[int, int, list[tuple[bytes, Any]]]]
+# serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version) -> None | False | drain's:
+# waits (GIL released) until fd or stop_fd is readable; None: stop; then with ``lock`` held,
+# False if zone.version != version (nothing drained), else drain(fd, responses, rcodes, budget).
+Serve = Callable[..., tuple[int, int, list[tuple[bytes, Any]]] | bool | None]
 
 _logged = False
 
@@ -41,6 +45,13 @@ def _load() -> Drain | None:
     except ImportError:
         return None
     return cast(Drain, module.drain)
+
+
+def udp_serve() -> Serve | None:
+    """The C ``serve`` (a UDP thread's wait and drain), when the C ``drain`` is in use."""
+    if udp_drain() is None:
+        return None
+    return cast(Serve, importlib.import_module("sixpn.dns._fastpath").serve)
 
 
 def extension() -> Drain | None:

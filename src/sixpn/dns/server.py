@@ -6,6 +6,14 @@ that other work still runs), checks the source on its text form and 4 packed byt
 pre-encoded answer up by (network, lowercased name, type) and patches the client's ID and
 question in. No task, future or DNS object is made for a `.internal` query.
 
+With the C loop (``dns.fastpath``), each IPv6 UDP socket is served by a thread of its own that
+waits in ``poll`` and drains the socket itself: a query arriving alone (a host's DNS at its
+usual rate, one wake-up per query) then costs a wake-up of that thread, not a turn of the event
+loop (its selector, its handles, the callback), which was most of the CPU a paced query cost
+over Unbound's and Knot's (docs/benchmarks.md). The zone and the server's kept state are shared
+with the event loop (changes, TCP, forwarding) under the zone's lock; forwarded queries are
+handed to the event loop.
+
 Who may ask (SPEC 4.1): the network of a query is the network field of its source address; a
 source outside ``fdaa::/16`` gets REFUSED for every name, `.internal` or not. TCP (RFC 7766):
 several queries per connection, answered in order, an idle timeout, a bound on connections.
@@ -17,8 +25,11 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import os
 import socket
+import threading
 from dataclasses import dataclass, field
+from typing import Any
 
 from sixpn.core import dnswire
 from sixpn.dns import fastpath
@@ -94,6 +105,11 @@ class DnsServer:
         self._response_keys: dict[int, list[tuple[int, bytes]]] = {}  # by network, to forget
         self._responses_version = -1
         self._fast = fastpath.udp_drain()  # the C loop for IPv6 sockets, None if not available
+        self._serve = fastpath.udp_serve()  # its UDP threads' wait and drain
+        self._threads: dict[int, tuple[threading.Thread, int]] = {}  # fd -> (thread, stop pipe)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._lock = zone.lock  # the zone, the kept responses and the counters
         self._not_ready = dnswire.Entry(
             dnswire.SERVFAIL,
             b"\x00\x01\x00\x00\x00\x00\x00\x00",
@@ -121,8 +137,12 @@ class DnsServer:
             udp.close()
             raise
         self._udp.append(udp)
-        drain = self._drain_c if self._fast and udp.family == socket.AF_INET6 else self._drain
-        asyncio.get_running_loop().add_reader(udp.fileno(), drain, udp)
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        if self._serve and udp.family == socket.AF_INET6:
+            self._start_thread(udp)
+        else:
+            self._loop.add_reader(udp.fileno(), self._drain, udp)
 
     async def unlisten(self, host: str) -> None:
         """Stop serving ``host`` (a gateway's ``<net48>::3`` whose network lost its last peer)."""
@@ -131,10 +151,8 @@ class DnsServer:
         def on(sock: socket.socket) -> bool:
             return ipaddress.ip_address(sock.getsockname()[0]) == address
 
-        loop = asyncio.get_running_loop()
         for sock in [s for s in self._udp if on(s)]:
-            loop.remove_reader(sock.fileno())
-            sock.close()
+            self._stop_udp(sock)
             self._udp.remove(sock)
         for server in [s for s in self._tcp if any(on(x) for x in s.sockets)]:
             server.close()
@@ -146,10 +164,8 @@ class DnsServer:
         return [s.getsockname()[:2] for s in self._udp]
 
     async def close(self) -> None:
-        loop = asyncio.get_running_loop()
         for sock in self._udp:
-            loop.remove_reader(sock.fileno())
-            sock.close()
+            self._stop_udp(sock)
         self._udp.clear()
         for server in self._tcp:
             server.close()
@@ -161,6 +177,60 @@ class DnsServer:
             task.cancel()
 
     # -- UDP: the hot path ----------------------------------------------------------------------
+
+    def _start_thread(self, sock: socket.socket) -> None:
+        stop_r, stop_w = os.pipe()
+        thread = threading.Thread(
+            target=self._serve_udp, args=(sock, stop_r), name="dns-udp", daemon=True
+        )
+        self._threads[sock.fileno()] = (thread, stop_w)
+        thread.start()
+
+    def _serve_udp(self, sock: socket.socket, stop: int) -> None:
+        """A UDP socket's thread: wait without the GIL, answer the kept responses in C, the rest
+        here, until ``stop`` is readable (``fastpath.Serve``)."""
+        serve = self._serve
+        assert serve is not None
+        fd, counters, lock, zone = sock.fileno(), self.counters, self._lock, self.zone
+        try:
+            while True:
+                got = serve(
+                    fd,
+                    stop,
+                    self._responses,
+                    counters.rcodes,
+                    _BUDGET,
+                    lock,
+                    zone,
+                    self._responses_version,
+                )
+                if got is None:
+                    return
+                with lock:
+                    if got is False:  # the zone changed: drop what it changed, then drain
+                        self._drain_c(sock)
+                        continue
+                    received, dropped, misses = got  # type: ignore[misc]
+                    counters.queries += received
+                    counters.dropped += dropped
+                    if misses:
+                        self._answer_misses(sock, misses)
+        except Exception:  # never silently: the socket would go unanswered
+            log.exception("DNS UDP thread for %s failed", sock.getsockname()[0])
+        finally:
+            os.close(stop)
+
+    def _stop_udp(self, sock: socket.socket) -> None:
+        found = self._threads.pop(sock.fileno(), None)
+        if found is None:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+        else:
+            thread, stop_w = found
+            os.write(stop_w, b"x")
+            thread.join(timeout=5)
+            os.close(stop_w)
+        sock.close()
 
     def _drain(self, sock: socket.socket) -> None:
         if self.zone.version != self._responses_version:
@@ -215,6 +285,9 @@ class DnsServer:
         )
         counters.queries += received
         counters.dropped += dropped
+        self._answer_misses(sock, misses)
+
+    def _answer_misses(self, sock: socket.socket, misses: list[tuple[bytes, Any]]) -> None:
         nets = self._nets
         for data, addr in misses:
             host = addr[0]
@@ -262,7 +335,12 @@ class DnsServer:
             return dnswire.error_response(data, q)
         qend, qname, qtype, edns_size = q
         if not qname.endswith(dnswire.SUFFIX):
-            self._forward_udp(sock, data, addr, qend, edns_size)
+            if self._loop is None or threading.get_ident() == self._loop_thread:
+                self._forward_udp(sock, data, addr, qend, edns_size)
+            else:  # a UDP thread: forwarding is the event loop's
+                self._loop.call_soon_threadsafe(
+                    self._forward_udp, sock, data, addr, qend, edns_size
+                )
             return None
         if not self.ready:
             rcodes[dnswire.SERVFAIL] += 1
@@ -295,12 +373,14 @@ class DnsServer:
         self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int
     ) -> None:
         assert self.forwarder is not None
-        self.counters.forwarded += 1
+        with self._lock:
+            self.counters.forwarded += 1
         out = await self.forwarder.resolve(data)
         if len(out) > dnswire.udp_limit(edns_size):
             # The forwarder fell back to TCP for a large answer: this client asked over UDP.
             out = dnswire.truncated(data, qend, out[3] & 0x0F, edns=edns_size > 0)
-        self.counters.rcodes[out[3] & 0x0F] += 1
+        with self._lock:
+            self.counters.rcodes[out[3] & 0x0F] += 1
         self._send(sock, out, addr)
 
     def _send(self, sock: socket.socket, out: bytes, addr: tuple[str, int]) -> None:
@@ -313,6 +393,20 @@ class DnsServer:
 
     async def answer(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
         """One query's answer (the general path: TCP, and tests); None to drop it."""
+        with self._lock:  # shared with the UDP threads
+            out = self._answer_here(data, source, over_tcp=over_tcp)
+        if out == b"":  # not `.internal`: the upstreams'
+            assert self.forwarder is not None
+            with self._lock:
+                self.counters.forwarded += 1
+            out = await self.forwarder.resolve(data, over_tcp=over_tcp)
+        if out is not None:
+            with self._lock:
+                self.counters.rcodes[out[3] & 0x0F] += 1
+        return out
+
+    def _answer_here(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
+        """``answer`` without forwarding: b"" for a question to forward."""
         self.counters.queries += 1
         q = dnswire.parse_query(data)
         if q is None:
@@ -320,22 +414,19 @@ class DnsServer:
             return None
         net_id = network_of(source)
         if net_id is None:
-            out = dnswire.error_response(data, dnswire.REFUSED)
-        elif isinstance(q, int):
-            out = dnswire.error_response(data, q)
-        elif not q[1].endswith(dnswire.SUFFIX):
-            if self.forwarder is None:
-                out = dnswire.error_response(data, dnswire.SERVFAIL)
-            else:
-                self.counters.forwarded += 1
-                out = await self.forwarder.resolve(data, over_tcp=over_tcp)
-        else:
-            qend, qname, qtype, edns_size = q
-            entry = self.zone.lookup(net_id, qname, qtype) if self.ready else self._not_ready
-            limit = 65535 if over_tcp else dnswire.udp_limit(edns_size)
-            out = dnswire.respond(data, qend, edns_size, entry, limit)
-        self.counters.rcodes[out[3] & 0x0F] += 1
-        return out
+            return dnswire.error_response(data, dnswire.REFUSED)
+        if isinstance(q, int):
+            return dnswire.error_response(data, q)
+        if not q[1].endswith(dnswire.SUFFIX):
+            return (
+                b""
+                if self.forwarder is not None
+                else dnswire.error_response(data, dnswire.SERVFAIL)
+            )
+        qend, qname, qtype, edns_size = q
+        entry = self.zone.lookup(net_id, qname, qtype) if self.ready else self._not_ready
+        limit = 65535 if over_tcp else dnswire.udp_limit(edns_size)
+        return dnswire.respond(data, qend, edns_size, entry, limit)
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         peer = writer.get_extra_info("peername")

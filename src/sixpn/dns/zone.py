@@ -7,11 +7,15 @@
 the cached answers of its app and its network's network-wide names, nothing else, so applying
 it costs the same whatever the fleet's size. Answers for names that do not exist are shared by
 every name of the same length and never cached per name (random names cannot fill memory).
+
+The DNS server's UDP threads read the zone while the event loop applies changes to it: both
+hold ``lock`` (reentrant) for every call that reads or changes it.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -48,15 +52,17 @@ class Zone:
         # the networks changed since it last looked (``take_changed``; None: every network).
         self.version = 0
         self._changed: set[int] | None = None
+        self.lock = threading.RLock()
 
     # -- the hot path ---------------------------------------------------------------------------
 
     def lookup(self, net_id: int, qname: bytes, qtype: int) -> dnswire.Entry:
         """The answer to a `.internal` question (``qname`` lowercased wire form) from ``net_id``."""
-        entry = self._cache.get((net_id, qname, qtype))
-        if entry is not None:
-            return entry
-        return self._compute(net_id, qname, qtype)
+        with self.lock:
+            entry = self._cache.get((net_id, qname, qtype))
+            if entry is not None:
+                return entry
+            return self._compute(net_id, qname, qtype)
 
     # -- misses ---------------------------------------------------------------------------------
 
@@ -110,30 +116,33 @@ class Zone:
 
     def load(self, view: View) -> None:
         """Start again from a whole view (a snapshot)."""
-        self.networks = {n.net_id: NetworkIndex(n.net_id) for n in view.networks.values()}
-        for app in view.apps.values():
-            self._app_machines(app.net_id, app.name)
-        for machine in view.machines.values():
-            if machine.state != MachineState.DESTROYED:
-                self._app_machines(machine.net_id, machine.app)[machine.id] = machine
-        for peer in view.peers.values():
-            self._index(peer.net_id).peers[peer.name] = peer
-        self._cache.clear()
-        self._tags.clear()
-        self.version += 1
-        self._changed = None
+        with self.lock:
+            self.networks = {n.net_id: NetworkIndex(n.net_id) for n in view.networks.values()}
+            for app in view.apps.values():
+                self._app_machines(app.net_id, app.name)
+            for machine in view.machines.values():
+                if machine.state != MachineState.DESTROYED:
+                    self._app_machines(machine.net_id, machine.app)[machine.id] = machine
+            for peer in view.peers.values():
+                self._index(peer.net_id).peers[peer.name] = peer
+            self._cache.clear()
+            self._tags.clear()
+            self.version += 1
+            self._changed = None
 
     def take_changed(self) -> set[int] | None:
         """The networks whose answers changed since the last call (None: all of them)."""
-        changed, self._changed = self._changed, set()
-        return changed
+        with self.lock:
+            changed, self._changed = self._changed, set()
+            return changed
 
     def apply(self, deltas: Iterable[Delta]) -> None:
-        self.version += 1
-        for delta in deltas:
-            for entity, added in ((delta.old, False), (delta.new, True)):
-                if entity is not None:
-                    self._apply_one(entity, added)
+        with self.lock:
+            self.version += 1
+            for delta in deltas:
+                for entity, added in ((delta.old, False), (delta.new, True)):
+                    if entity is not None:
+                        self._apply_one(entity, added)
 
     def _apply_one(self, entity: object, added: bool) -> None:
         match entity:

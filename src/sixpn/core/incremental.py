@@ -23,6 +23,7 @@ A change of this host's own record (its ID, keys, gateway flag) rebuilds everyth
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -79,9 +80,11 @@ class IncrementalDesired:
     _pairs: frozenset[IPv6Network] = field(init=False, default=frozenset())
     _service: frozenset[IPv6Address] = field(init=False, default=frozenset())
     _routes: frozenset[Route] = field(init=False, default=frozenset())
+    _parts: tuple[object, ...] = field(init=False, default=(None,) * 4)  # of the last unions
     # what a change moved, settled by _settle
     _dirty_hosts: set[str] = field(init=False, default_factory=set)
-    _mine_moved: bool = field(init=False, default=False)
+    _mine_flipped: set[int] = field(init=False, default_factory=set)  # networks that came or went
+    _flips: dict[str, set[int]] = field(init=False, default_factory=dict)  # likewise, elsewhere
     _routed_moved: bool = field(init=False, default=False)
     _served_moved: bool = field(init=False, default=False)
 
@@ -113,8 +116,12 @@ class IncrementalDesired:
         self._link_routes = frozenset(Route(k.prefix, k.host_ifname) for k in self._link_set)
         self._sources = frozenset(source_of(k) for k in self._link_set)
         self._served_set = frozenset(served_peer(p) for p in self._served.values())
+        self._pairs = frozenset(addressing.network_prefix(n) for n in self._counts.get(self.me, ()))
+        self._mine_flipped.clear()
         self._dirty_hosts = set(view.hosts)
-        self._mine_moved = self._routed_moved = self._served_moved = True
+        self._flips.clear()
+        self._routed_moved = self._served_moved = True
+        self._parts = (None,) * 4
         self._settle()
         return self.state
 
@@ -222,32 +229,40 @@ class IncrementalDesired:
             del counts[net_id]
         elif not (counts[net_id] == 1 and step > 0):
             return
-        if host == self.me:
-            self._mine_moved = True
-        else:
-            self._dirty_hosts.add(host)
+        # the network appeared on the host or went: its prefix joins or leaves a set (``pairs``
+        # here, the host's mesh peer elsewhere); twice in one batch is no change
+        flipped = self._mine_flipped if host == self.me else self._flips.setdefault(host, set())
+        flipped.symmetric_difference_update({net_id})
 
     def _settle(self) -> None:
         """Rebuild the parts the changes moved, then the state from its parts."""
         me = self._view.hosts.get(self.me)
         mine = self._counts.get(self.me, Counter())
-        if self._mine_moved or self._routed_moved:
+        if self._mine_flipped or self._routed_moved:
             # a routed peer's routes reach this host (its mesh, its table 110, ``peered``)
             # only in the networks it carries
             active = [p for p in self._routed.values() if p.net_id in mine]
             self._active = active
-            self._dirty_hosts.update(p.gateway for p in self._routed.values())
+            self._dirty_hosts.update(
+                p.gateway
+                for p in self._routed.values()
+                if self._routed_moved or p.net_id in self._mine_flipped
+            )
             self._routed_table = frozenset(
                 Route(r, self.wg, PEERING_TABLE) for p in active for r in p.routes
             )
             self._peered = frozenset(
                 Peering(addressing.network_prefix(p.net_id), r) for p in active for r in p.routes
             )
-        if self._mine_moved:
-            self._pairs = frozenset(addressing.network_prefix(n) for n in mine)
-        if self._dirty_hosts:
+        if self._mine_flipped:
+            flipped = {addressing.network_prefix(n) for n in self._mine_flipped}
+            went = {p for p in flipped if p in self._pairs}
+            self._pairs = (self._pairs - went) | (flipped - went)
+            self._mine_flipped.clear()
+        if self._dirty_hosts or self._flips:
             self._remesh(self._dirty_hosts - {self.me})
             self._dirty_hosts.clear()
+            self._flips.clear()
         if self._served_moved:
             service = {addressing.DNS_ADDRESS}
             if me is not None and me.gateway:
@@ -255,10 +270,16 @@ class IncrementalDesired:
                 nets = {p.net_id for p in self._served.values()}
                 service |= {addressing.network_service_address(n) for n in nets}
             self._service = frozenset(service)
-        self._mine_moved = self._routed_moved = self._served_moved = False
+        self._routed_moved = self._served_moved = False
         s = self.state
-        wg_peers = self._mesh_set | self._served_set
-        routes = self._routes | self._link_routes | self._routed_table
+        # the unions are made again only when a part moved (a new set object): a copy of a
+        # thousand mesh peers is cheap, but not free
+        parts = (self._mesh_set, self._served_set, self._link_routes, self._routed_table)
+        wg_peers, routes = s.wg_peers, s.routes
+        if any(a is not b for a, b in zip(parts, self._parts, strict=True)):
+            wg_peers = self._mesh_set | self._served_set
+            routes = self._routes | self._link_routes | self._routed_table
+            self._parts = parts
         self.state = HostState(
             wg_ifname=self.wg,
             listen_port=self.listen_port,
@@ -271,8 +292,9 @@ class IncrementalDesired:
             peered=self._peered,
         )
 
-    def _remesh(self, names: Iterable[str]) -> None:
-        """Build again the mesh peers of hosts ``names`` (or drop them: hosts gone)."""
+    def _remesh(self, names: set[str]) -> None:
+        """Build again the mesh peers of hosts ``names`` (or drop them: hosts gone), and turn
+        over the prefixes of the networks that came or went on the others."""
         routed_via: dict[str, list[IPv6Network]] = {}
         for p in self._active:
             routed_via.setdefault(p.gateway, []).extend(p.routes)
@@ -289,5 +311,15 @@ class IncrementalDesired:
             if old != new:
                 gone.update([old] if old is not None else [])
                 made.update([new] if new is not None else [])
+        for name, nets in self._flips.items():
+            old = self._mesh.get(name)
+            if name in names or old is None or not nets:
+                continue  # built whole above, or nothing to turn over
+            other = hosts[name]  # a host with a mesh peer is in the view
+            turned = frozenset(addressing.host_prefix(n, other.host_id) for n in nets)
+            new = dataclasses.replace(old, allowed_ips=old.allowed_ips ^ turned)
+            self._mesh[name] = new
+            gone.add(old)
+            made.add(new)
         if gone or made:
             self._mesh_set = (self._mesh_set - gone) | made

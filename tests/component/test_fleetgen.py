@@ -24,6 +24,8 @@ from sixpn.client.feed import parse_snapshot
 from sixpn.control import codec, feed, keys
 from sixpn.core import addressing, dnswire
 from sixpn.core.desired import desired_state
+from sixpn.core.hoststate import wg_ifname
+from sixpn.core.incremental import IncrementalDesired
 from sixpn.core.regions import RegionCatalogue
 from sixpn.dns.zone import Zone
 from sixpn.model.entities import Host, Machine, MachineState, Network, Peer, Token, TokenKind
@@ -304,6 +306,10 @@ def test_agents_want_the_same_from_the_generated_store_as_from_the_api(built: Bu
             for v in (gen, api)
         ]
         assert want[0] == want[1], name
+        # and what an agent keeps change by change, loaded from either, is the same state
+        for v in (gen, api):
+            kept = IncrementalDesired(name, 51820, wg_ifname(v.hosts[name].host_id))
+            assert kept.load(v) == want[0], name
     dense_state = desired_state(
         gen.hosts[dense], gen.hosts, gen.machines.values(), gen.peers.values(), listen_port=51820
     )

@@ -133,12 +133,11 @@ bench-scale: venv
 # from the API call to every host's DNS answering and to the first packet to a new machine, and no
 # change lost or out of order; CDF plot to docs/img/propagation.png (root; see bench/README.md),
 # ~1.5 min. `make bench-propagation BENCH_ARGS=--quick` for a smoke run (~20 s; its plot stays in
-# bench/out). matplotlib is optional (no plot without it).
+# bench/out).
 PROP_PLOT ?= docs/img/propagation.png
 .PHONY: bench-propagation
 bench-propagation: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib || true
 	$(BIN)/python bench/propagation_bench.py $(if $(findstring --quick,$(BENCH_ARGS)),,--plot $(PROP_PLOT)) $(BENCH_ARGS)
 
 # Every benchmark above in sequence (`make bench-<name>` each, output in bench/out/all-<stamp>/),
@@ -148,5 +147,4 @@ bench-propagation: venv
 # smoke run that leaves docs/ alone.
 .PHONY: bench
 bench: venv
-	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install --quiet matplotlib
 	$(BIN)/python bench/bench_all.py $(BENCH_ARGS)

@@ -24,6 +24,7 @@ from sixpn.core import addressing
 from sixpn.core.hoststate import machine_ifname
 from sixpn.lab import netns
 from sixpn.lab.fabric import METRICS_PORT, HostSpec, Lab
+from tests.harness import wait_until
 from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
@@ -51,6 +52,10 @@ class Fabric:
     def ping(self, src: Machine, dst: str, count: int = 1) -> bool:
         r = self.run(src, "ping", "-6", "-c", str(count), "-W", "1", "-i", "0.2", dst)
         return r.returncode == 0
+
+    def wait_reachable(self, src: str, dst: str, timeout: float = 30) -> None:
+        src_m, address = self.m[src], self.m[dst]["address"]
+        wait_until(lambda: self.ping(src_m, address), timeout, f"{src} reaching {dst}")
 
     def listening(
         self, machine: Machine, kind: str, port: int
@@ -135,6 +140,10 @@ def fabric(
         for machine in fab.m.values():
             lab.wait_wired(machine, timeout=30)
         lab.wait_settled(timeout=30)
+        # Every pair of hosts has made its WireGuard handshake before the tests time single
+        # packets: on a loaded machine a first handshake can outlast a test's 1-2 s.
+        for src, dst in (("a1", "b1"), ("a1", "c1"), ("b1", "c1")):
+            fab.wait_reachable(src, dst)
         yield fab
     finally:
         lab.down()

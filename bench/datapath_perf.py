@@ -590,23 +590,23 @@ def markdown(
             if s is not None and s.profile.data_path:
                 for sym, k in s.profile.symbols.items():
                     union[sym] = max(union[sym], round(1e6 * k / s.profile.data_path))
-        lines += ["| symbol | " + " | ".join(subjects) + " |", "|---|" + "---:|" * len(subjects)]
-        for sym, _ in union.most_common(args.top):
-            cells = []
-            for name in subjects:
-                s = summaries.get((name, load))
-                share = 100 * s.profile.symbols[sym] / max(1, s.profile.data_path) if s else 0
-                cells.append(f"{share:.2f}")
-            lines.append(f"| `{sym}` | " + " | ".join(cells) + " |")
+        per_load = [summaries.get((name, load)) for name in subjects]
+        top = [sym for sym, _ in union.most_common(args.top)]
+        lines += share_table(
+            "symbol",
+            top,
+            subjects,
+            [s and s.profile.symbols for s in per_load],
+            [s.profile.data_path if s else 0 for s in per_load],
+        )
         lines += ["", f"### On the stack anywhere ({load}), % of the data path's samples", ""]
-        lines += ["| function | " + " | ".join(subjects) + " |", "|---|" + "---:|" * len(subjects)]
-        for marker in MARKERS:
-            cells = []
-            for name in subjects:
-                s = summaries.get((name, load))
-                share = 100 * s.profile.markers[marker] / max(1, s.profile.data_path) if s else 0
-                cells.append(f"{share:.2f}")
-            lines.append(f"| `{marker}` | " + " | ".join(cells) + " |")
+        lines += share_table(
+            "function",
+            list(MARKERS),
+            subjects,
+            [s and s.profile.markers for s in per_load],
+            [s.profile.data_path if s else 0 for s in per_load],
+        )
         lines.append("")
     lines += ["## Every run", ""]
     lines += [
@@ -785,6 +785,24 @@ def _tun_name(ns: str) -> str:
         if str(item["ifname"]).startswith("sxbw"):
             return str(item["ifname"])
     raise BenchError(f"no anchor tunnel in {ns}")
+
+
+def share_table(
+    head: str,
+    keys: list[str],
+    subjects: list[str],
+    counts: list[Counter[str] | None],
+    totals: list[int],
+) -> list[str]:
+    """A Markdown table: one row per key, each subject's count of it as % of its total."""
+    lines = [f"| {head} | " + " | ".join(subjects) + " |", "|---|" + "---:|" * len(subjects)]
+    for key in keys:
+        cells = [
+            f"{100 * c[key] / max(1, total):.2f}" if c is not None else "0.00"
+            for c, total in zip(counts, totals, strict=True)
+        ]
+        lines.append(f"| `{key}` | " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

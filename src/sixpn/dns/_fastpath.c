@@ -235,11 +235,49 @@ drain(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     return run_drain(fd, budget, args[1], args[2], any_net);
 }
 
-/* serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version): wait until fd or stop_fd
+/* counters.<name> += n (a Python int attribute). */
+static int
+add_attr(PyObject *obj, const char *name, Py_ssize_t n)
+{
+    if (n == 0)
+        return 0;
+    PyObject *was = PyObject_GetAttrString(obj, name);
+    PyObject *inc = was ? PyLong_FromSsize_t(n) : NULL;
+    PyObject *sum = inc ? PyNumber_Add(was, inc) : NULL;
+    Py_XDECREF(was);
+    Py_XDECREF(inc);
+    int rc = sum ? PyObject_SetAttrString(obj, name, sum) : -1;
+    Py_XDECREF(sum);
+    return rc;
+}
+
+/* drain() counted into the server's counters (queries, dropped, rcodes); the misses. */
+static PyObject *
+count_drain(long fd, long budget, PyObject *responses, PyObject *counters)
+{
+    PyObject *rcodes = PyObject_GetAttrString(counters, "rcodes");
+    PyObject *got = rcodes ? run_drain(fd, budget, responses, rcodes, -1) : NULL;
+    Py_XDECREF(rcodes);
+    if (got == NULL)
+        return NULL;
+    Py_ssize_t received = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 0));
+    Py_ssize_t dropped = PyLong_AsSsize_t(PyTuple_GET_ITEM(got, 1));
+    PyObject *misses = Py_NewRef(PyTuple_GET_ITEM(got, 2));
+    Py_DECREF(got);
+    if (PyErr_Occurred() || add_attr(counters, "queries", received) < 0
+        || add_attr(counters, "dropped", dropped) < 0) {
+        Py_DECREF(misses);
+        return NULL;
+    }
+    return misses;
+}
+
+/* serve(fd, stop_fd, responses, counters, budget, lock, zone, version): wait until fd or stop_fd
  * is readable, the GIL released meanwhile (a UDP thread of its own waits here, not the event
- * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does.
- * None: stop_fd is readable. False: the zone's version is no longer `version` (the caller drops
- * what changed, then drains). Else drain()'s (received, dropped, misses). */
+ * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does,
+ * counted into `counters` (.queries, .dropped, .rcodes). None: stop_fd is readable. False: the
+ * zone's version is no longer `version` (the caller drops what changed, then drains). Else the
+ * misses, as drain() gives them. */
 static PyObject *
 serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
 {
@@ -270,7 +308,7 @@ serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     PyObject *now = PyObject_GetAttrString(zone, "version");
     int same = now ? PyObject_RichCompareBool(now, version, Py_EQ) : -1;
     Py_XDECREF(now);
-    PyObject *out = same < 0 ? NULL : same ? run_drain(fd, budget, args[2], args[3], -1)
+    PyObject *out = same < 0 ? NULL : same ? count_drain(fd, budget, args[2], args[3])
                                            : Py_NewRef(Py_False);
     PyObject *released = PyObject_CallMethod(lock, "release", NULL);
     if (released == NULL) {
@@ -286,8 +324,9 @@ static PyMethodDef methods[] = {
      "drain(fd, responses, rcodes, budget, any_source_net=None) -> (received, dropped, misses):"
      " answer cached queries on UDP socket fd until it is empty; return the rest like recvfrom."},
     {"serve", (PyCFunction)(void (*)(void))serve, METH_FASTCALL,
-     "serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version): wait for fd (or"
-     " stop_fd: None), then under lock drain() it (False if zone.version moved)."},
+     "serve(fd, stop_fd, responses, counters, budget, lock, zone, version) -> misses: wait for"
+     " fd (or stop_fd: None), then under lock drain() it into counters (False if zone.version"
+     " moved)."},
     {NULL, NULL, 0, NULL},
 };
 

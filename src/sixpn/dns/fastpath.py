@@ -31,10 +31,11 @@ ENV_PURE_PYTHON = "SIXPN_DNS_PURE_PYTHON"
 # - any_source_net: tests only, every source counts as this network (not only fdaa::/16).
 # The addresses are typed as typeshed types socket.recvfrom's: Any.
 Drain = Callable[..., tuple[int, int, list[tuple[bytes, Any]]]]
-# serve(fd, stop_fd, responses, rcodes, budget, lock, zone, version) -> None | False | drain's:
+# serve(fd, stop_fd, responses, counters, budget, lock, zone, version) -> None | False | misses:
 # waits (GIL released) until fd or stop_fd is readable; None: stop; then with ``lock`` held,
-# False if zone.version != version (nothing drained), else drain(fd, responses, rcodes, budget).
-Serve = Callable[..., tuple[int, int, list[tuple[bytes, Any]]] | bool | None]
+# False if zone.version != version (nothing drained), else drain(fd, responses,
+# counters.rcodes, budget) with received and dropped added to counters.queries and .dropped.
+Serve = Callable[..., list[tuple[bytes, Any]] | bool | None]
 
 _logged = False
 

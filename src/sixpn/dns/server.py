@@ -194,27 +194,24 @@ class DnsServer:
         fd, counters, lock, zone = sock.fileno(), self.counters, self._lock, self.zone
         try:
             while True:
-                got = serve(
+                misses = serve(
                     fd,
                     stop,
                     self._responses,
-                    counters.rcodes,
+                    counters,
                     _BUDGET,
                     lock,
                     zone,
                     self._responses_version,
                 )
-                if got is None:
+                if misses is None:
                     return
-                with lock:
-                    if got is False:  # the zone changed: drop what it changed, then drain
+                if misses is False:  # the zone changed: drop what it changed, then drain
+                    with lock:
                         self._drain_c(sock)
-                        continue
-                    received, dropped, misses = got  # type: ignore[misc]
-                    counters.queries += received
-                    counters.dropped += dropped
-                    if misses:
-                        self._answer_misses(sock, misses)
+                elif misses:
+                    with lock:
+                        self._answer_misses(sock, misses)  # type: ignore[arg-type]
         except Exception:  # never silently: the socket would go unanswered
             log.exception("DNS UDP thread for %s failed", sock.getsockname()[0])
         finally:

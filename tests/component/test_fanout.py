@@ -81,7 +81,7 @@ async def test_every_follower_gets_what_a_direct_follow_gets_from_one_read(store
     starts = behind + [head] * (FOLLOWERS // 2)  # live: they wait for the writes
     try:
         tasks = [asyncio.create_task(collect(fanout.follow(s), head + 57)) for s in starts]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # every stream is started: the live ones wait for the writes
         await write(store, 50, start=5)  # 57 revisions: 50 machines, 7 internal keys
         assert await store.revision() == head + 57
         results = await asyncio.gather(*tasks)
@@ -101,7 +101,8 @@ async def test_streams_starting_together_share_one_watch(store: Store) -> None:
     head = await store.revision()
     try:
         tasks = [asyncio.create_task(collect(fanout.follow(head), head + 11)) for _ in range(10)]
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(0)  # all ten are in start() at once
+        await fanout.start()  # returns once the shared watch is there, before any write
         await write(store, 10)  # 11 revisions: 10 machines, 1 internal key
         want = await collect(feed.follow(store, head), head + 11)
         for got in await asyncio.gather(*tasks):
@@ -119,7 +120,7 @@ async def test_a_deleted_credential_ends_the_stream(store: Store) -> None:
         since = await store.revision()
         stream = fanout.follow(since, end_when_deleted="token/abc")
         task = asyncio.create_task(collect(stream, 10**9))
-        await asyncio.sleep(0.05)  # the stream reads the shared tail
+        await asyncio.sleep(0)  # the stream is started (it reads the shared tail)
         await write(store, 3)
         await store.txn([], [Delete("token/abc")])
         await write(store, 3, start=3)
@@ -137,7 +138,10 @@ async def test_a_follower_too_far_behind_is_told_to_reconnect(store: Store) -> N
         await write(store, 1)
         first = await anext(stream)  # it follows the tail ...
         await write(store, 30, start=1)  # ... then reads nothing while 30 revisions go by
-        await asyncio.sleep(0.2)
+        head = await store.revision()
+        async with asyncio.timeout(5):  # until the shared watch has kept them all
+            while fanout.newest() < head:
+                await asyncio.sleep(0.01)
         with pytest.raises(Unavailable, match="fell behind"):
             await asyncio.wait_for(drain(stream), 5)
         assert first.line is not None

@@ -47,7 +47,6 @@ class Fanout:
         self._woken = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._started = asyncio.Event()
-        self.reads = 0  # batches read from the store (a measure of the work shared)
 
     async def start(self) -> None:
         """Start following the store (once, however many streams ask at the same time)."""
@@ -94,10 +93,11 @@ class Fanout:
                     return
                 yield entry.change
                 cursor = entry.change.revision
-            if cursor >= self._newest():
+            if cursor >= self.newest():
                 await woken.wait()
 
-    def _newest(self) -> int:
+    def newest(self) -> int:
+        """The last revision kept (what every stream reading the shared tail can have)."""
         return self._kept[-1].change.revision if self._kept else self._floor
 
     def _after(self, cursor: int) -> list[Entry]:
@@ -115,10 +115,9 @@ class Fanout:
         self._floor = await self._revision()
         self._started.set()
         while True:
-            batches = self.store.watch(self._newest())
+            batches = self.store.watch(self.newest())
             try:
                 async for batch in batches:
-                    self.reads += 1
                     for revision, events in feed.by_revision(batch):
                         deleted = frozenset(e.key for e in events if e.type == EventType.DELETE)
                         change = feed.FeedChange(revision, feed.encode_change(revision, events))

@@ -173,25 +173,26 @@ class IncrementalDesired:
 
     def _peer(self, delta: Delta) -> None:
         self._move(carried(delta.old), carried(delta.new))
-        for p in (delta.old, delta.new):
+        for p, added in ((delta.old, False), (delta.new, True)):
             assert p is None or isinstance(p, Peer)
-            if p is not None and p.routes:
+            if p is None:
+                continue
+            key = identity(p)
+            if p.routes:  # routed peers reach every host of their network
                 self._routed_moved = True
                 self._dirty_hosts.add(p.gateway)
-            if p is not None and p.gateway == self.me:
+                if added:
+                    self._routed[key] = p
+                else:
+                    del self._routed[key]
+            if p.gateway == self.me:
                 self._served_moved = True
-        old, new = delta.old, delta.new
-        key = identity(old or new)  # type: ignore[arg-type]
-        if isinstance(old, Peer) and old.routes:
-            del self._routed[key]
-        if isinstance(new, Peer) and new.routes:
-            self._routed[key] = new
-        if isinstance(old, Peer) and old.gateway == self.me:
-            del self._served[key]
-            self._served_set = self._served_set - {served_peer(old)}
-        if isinstance(new, Peer) and new.gateway == self.me:
-            self._served[key] = new
-            self._served_set = self._served_set | {served_peer(new)}
+                if added:
+                    self._served[key] = p
+                    self._served_set = self._served_set | {served_peer(p)}
+                else:
+                    del self._served[key]
+                    self._served_set = self._served_set - {served_peer(p)}
 
     # -- the index ------------------------------------------------------------------------------
 

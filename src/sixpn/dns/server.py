@@ -209,9 +209,9 @@ class DnsServer:
                 if misses is False:  # the zone changed: drop what it changed, then drain
                     with lock:
                         self._drain_c(sock)
-                elif misses:
+                elif isinstance(misses, list) and misses:
                     with lock:
-                        self._answer_misses(sock, misses)  # type: ignore[arg-type]
+                        self._answer_misses(sock, misses)
         except Exception:  # never silently: the socket would go unanswered
             log.exception("DNS UDP thread for %s failed", sock.getsockname()[0])
         finally:

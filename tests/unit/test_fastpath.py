@@ -12,6 +12,7 @@ import os
 import socket
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import dns.message
 import dns.rcode
@@ -280,3 +281,60 @@ def test_serve_waits_then_drains_under_the_lock(
     finally:
         os.close(stop_r)
         os.close(stop_w)
+
+
+async def test_a_udp_thread_logs_a_failure_and_keeps_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An unexpected exception, while answering one datagram or in the thread's own loop, is
+    logged and costs that datagram at most: the next query on the socket is answered."""
+    assert _drain is not None
+    server = DnsServer(Zone(ZoneSettings(frozenset(), lambda _: 0.0)))
+    server.ready = True
+    faults: list[str] = []
+    answer, serve_ = server._answer, server._serve
+    assert serve_ is not None
+
+    def answer_failing(*args: Any) -> Any:
+        if faults and faults[0] == "answer":
+            faults.pop()
+            raise RuntimeError("injected: answering")
+        return answer(*args)
+
+    def serve_failing(*args: Any) -> Any:
+        if faults and faults[0] == "serve":
+            faults.pop()
+            raise RuntimeError("injected: the thread's loop")
+        return serve_(*args)
+
+    server._answer = answer_failing  # type: ignore[method-assign]
+    server._serve = serve_failing  # the faults are injected; the thread and socket are real
+    await server.start([("::1", 0)])
+    try:
+        assert server._threads  # the IPv6 socket is served by a thread of its own
+        loop = asyncio.get_running_loop()
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as client:
+            client.setblocking(False)
+            client.connect(server.bound()[0])
+            for fault in ("answer", "serve"):
+                faults.append(fault)
+                client.send(query(1))  # lost to the fault (or answered: serve failed first)
+                await asyncio.wait_for(_until(lambda: not faults), 5)
+                client.send(query(2))
+                while True:
+                    reply = dns.message.from_wire(
+                        await asyncio.wait_for(loop.sock_recv(client, 4096), 5)
+                    )
+                    if reply.id == 2:
+                        break
+                assert reply.rcode() == dns.rcode.REFUSED  # ::1 is no 6PN source
+        assert server.counters.failures == 2
+        logged = [r for r in caplog.records if r.name == "sixpn.dns.server" and r.exc_info]
+        assert "injected: answering" in str(logged[0].exc_info)  # the first, with its traceback
+    finally:
+        await server.close()
+
+
+async def _until(done: Any) -> None:
+    while not done():
+        await asyncio.sleep(0.01)

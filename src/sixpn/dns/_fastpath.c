@@ -8,7 +8,7 @@
  * `recvmmsg` takes batches, hits are answered with one `sendmmsg` per batch, until the socket
  * is empty or the budget spent; only misses reach Python, once per call.
  *
- * Kept identical to the Python path (DnsServer._drain, _answer_udp, network_of):
+ * Kept identical to the Python path (DnsServer._drain, _answer, _keep, network_of):
  * - 6PN sources are fdaa::/16; the network ID is bytes 2-5 of the address, big-endian;
  * - the cache is the dict the Python path fills: (network ID, query[2:]) -> response[2:]; a hit
  *   is answered with query[:2] + the value, counted as rcodes[value[1] & 0x0F] += 1;

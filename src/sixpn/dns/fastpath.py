@@ -3,7 +3,7 @@
 ``sixpn.dns._fastpath`` (``_fastpath.c``, built by ``pip install``; optional) receives a batch of
 datagrams with one ``recvmmsg``, answers those whose whole response is in the server's cache
 with one ``sendmmsg``, and hands the rest back as ``(data, address)`` pairs exactly as
-``socket.recvfrom`` gives them, for the Python path (``DnsServer._answer_udp``) to handle.
+``socket.recvfrom`` gives them, for the Python path (``DnsServer._answer_misses``) to handle.
 
 Without the extension (no compiler at install time) or with ``SIXPN_DNS_PURE_PYTHON=1`` in the
 environment, :func:`udp_drain` returns None and the server keeps its pure-Python loop; which

@@ -34,9 +34,22 @@ class DnsCollector(Collector):
             if count:
                 answers.add_metric([RCODE_NAMES.get(code, str(code))], count)
         yield answers
-        yield GaugeMetricFamily(
-            "sixpn_dns_tcp_connections", "Open TCP connections", value=c.tcp_connections
+        yield CounterMetricFamily(
+            "sixpn_dns_failures",
+            "Unexpected exceptions on the UDP path (logged; it goes on serving)",
+            value=c.failures,
         )
+        tcp = self.server.tcp
+        yield GaugeMetricFamily("sixpn_dns_tcp_connections", "Open TCP connections", value=len(tcp))
+        at_cap = CounterMetricFamily(
+            "sixpn_dns_tcp_closed_at_cap",
+            "TCP connections closed at the cap: the least recently active one, to make room"
+            " (oldest), or the new one, every open one being answered (new)",
+            labels=["which"],
+        )
+        at_cap.add_metric(["oldest"], tcp.evicted)
+        at_cap.add_metric(["new"], tcp.refused)
+        yield at_cap
         zone = self.server.zone.counters()
         yield GaugeMetricFamily("sixpn_dns_networks", "Networks in the zone", value=zone.networks)
         yield GaugeMetricFamily("sixpn_dns_machines", "Machines in the zone", value=zone.machines)

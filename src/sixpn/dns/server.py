@@ -15,8 +15,20 @@ with the event loop (changes, TCP, forwarding) under the zone's lock; forwarded 
 handed to the event loop.
 
 Who may ask (SPEC 4.1): the network of a query is the network field of its source address; a
-source outside ``fdaa::/16`` gets REFUSED for every name, `.internal` or not. TCP (RFC 7766):
-several queries per connection, answered in order, an idle timeout, a bound on connections.
+source outside ``fdaa::/16`` gets REFUSED for every name, `.internal` or not.
+
+One answer path (``_answer``) for UDP and TCP: parse, refuse a non-6PN source, the error rcodes,
+hand a name outside `.internal` back to be forwarded, SERVFAIL until the zone is loaded, look
+up, respond within the size limit. Around it, UDP adds what only UDP has: the whole responses
+kept by their query bytes (``_keep``, which the C loop answers from) and forwarding from a UDP
+thread through the event loop; TCP (``dns.tcp``: framing, idle deadline, the bound on
+connections and who is closed at it) awaits the forwarder itself.
+
+Under abuse (SPEC 10): whatever a datagram holds, it is answered, refused or dropped and
+counted, never raised out of the loop; an unexpected exception while answering one datagram is
+logged (at most once a minute, with how many since) and costs that datagram only, and one in a
+UDP thread's own loop is logged the same way and the thread goes on serving its socket. What
+the server keeps per query (sources, whole responses, the zone's answers) is bounded by count.
 """
 
 from __future__ import annotations
@@ -26,13 +38,15 @@ import contextlib
 import ipaddress
 import logging
 import os
+import select
 import socket
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from sixpn.core import dnswire
-from sixpn.dns import fastpath
+from sixpn.dns import fastpath, tcp
 from sixpn.dns.forward import Forwarder
 from sixpn.dns.zone import Zone
 
@@ -42,11 +56,11 @@ _BUDGET = 256  # datagrams per wake-up before yielding to the loop
 _MAX_DATAGRAM = 4096
 _RCVBUF = 4 << 20
 _IPV6_FREEBIND = 78  # linux/in6.h; bind fdaa::3 before the address is on an interface
-TCP_IDLE_SECONDS = 10.0
-MAX_TCP_CONNECTIONS = 512
 MAX_FORWARDS_PENDING = 4096
 _MAX_SOURCES = 65536  # remembered source addresses; past it the map starts again
 _MAX_RESPONSES = 200_000  # remembered whole responses; likewise
+_LOG_EVERY = 60.0  # seconds between two logged failures of the UDP path
+_PAUSE_AFTER_FAILURE = 0.05  # seconds a UDP thread waits after its own loop failed (no spin)
 
 
 @dataclass
@@ -56,7 +70,7 @@ class Counters:
     queries: int = 0
     dropped: int = 0
     forwarded: int = 0
-    tcp_connections: int = 0
+    failures: int = 0  # unexpected exceptions on the UDP path (logged; the thread goes on)
     rcodes: list[int] = field(default_factory=lambda: [0] * 24)
 
 
@@ -99,6 +113,7 @@ class DnsServer:
         self.ready = False  # until the zone has loaded a first snapshot: SERVFAIL for .internal
         self._udp: list[socket.socket] = []
         self._tcp: list[asyncio.Server] = []
+        self.tcp = tcp.Connections()
         self._tasks: set[asyncio.Task[None]] = set()
         self._nets: dict[str, int | None] = {}  # source address text -> network ID
         self._responses: dict[tuple[int, bytes], bytes] = {}  # (network, query[2:]) -> answer[2:]
@@ -110,6 +125,8 @@ class DnsServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._lock = zone.lock  # the zone, the kept responses and the counters
+        self._failed_at = -_LOG_EVERY  # when a UDP path failure was last logged
+        self._failed_since = 0  # failures not logged since
         self._not_ready = dnswire.Entry(
             dnswire.SERVFAIL,
             b"\x00\x01\x00\x00\x00\x00\x00\x00",
@@ -131,8 +148,8 @@ class DnsServer:
         """Serve one more address (a gateway adds ``<net48>::3`` when a network gets peers)."""
         udp = _bound_socket(host, port, socket.SOCK_DGRAM)
         try:
-            tcp = _bound_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
-            self._tcp.append(await asyncio.start_server(self._serve_tcp, sock=tcp))
+            stream = _bound_socket(host, udp.getsockname()[1], socket.SOCK_STREAM)
+            self._tcp.append(await asyncio.start_server(self._serve_tcp, sock=stream))
         except BaseException:
             udp.close()
             raise
@@ -192,30 +209,46 @@ class DnsServer:
         serve = self._serve
         assert serve is not None
         fd, counters, lock, zone = sock.fileno(), self.counters, self._lock, self.zone
+        where = sock.getsockname()[0]
         try:
             while True:
-                misses = serve(
-                    fd,
-                    stop,
-                    self._responses,
-                    counters,
-                    _BUDGET,
-                    lock,
-                    zone,
-                    self._responses_version,
-                )
-                if misses is None:
-                    return
-                if misses is False:  # the zone changed: drop what it changed, then drain
-                    with lock:
-                        self._drain_c(sock)
-                elif isinstance(misses, list) and misses:
-                    with lock:
-                        self._answer_misses(sock, misses)
-        except Exception:  # never silently: the socket would go unanswered
-            log.exception("DNS UDP thread for %s failed", sock.getsockname()[0])
+                try:
+                    misses = serve(
+                        fd,
+                        stop,
+                        self._responses,
+                        counters,
+                        _BUDGET,
+                        lock,
+                        zone,
+                        self._responses_version,
+                    )
+                    if misses is None:
+                        return
+                    if misses is False:  # the zone changed: drop what it changed, then drain
+                        with lock:
+                            self._drain_c(sock)
+                    elif isinstance(misses, list) and misses:
+                        with lock:
+                            self._answer_misses(sock, misses)
+                except Exception:  # a bug: say so, and keep the socket answered
+                    self._failed(f"DNS UDP thread for {where}")
+                    if select.select([stop], [], [], _PAUSE_AFTER_FAILURE)[0]:
+                        return
         finally:
             os.close(stop)
+
+    def _failed(self, what: str) -> None:
+        """Log the exception being handled, at most once per ``_LOG_EVERY`` seconds (a bug a
+        flood can trigger must not flood the log), with how many were not logged since."""
+        with self._lock:
+            self.counters.failures += 1
+            now = time.monotonic()
+            if now - self._failed_at < _LOG_EVERY:
+                self._failed_since += 1
+                return
+            since, self._failed_at, self._failed_since = self._failed_since, now, 0
+        log.exception("%s failed (going on; %d more failures since the last logged)", what, since)
 
     def _stop_udp(self, sock: socket.socket) -> None:
         found = self._threads.pop(sock.fileno(), None)
@@ -262,12 +295,18 @@ class DnsServer:
                         except OSError:
                             self.counters.dropped += 1
                         continue
-                out = self._answer_udp(sock, data, addr, net_id)
-                if out is not None:
+                try:
+                    out = self._answer(data, net_id, 0)
+                except Exception:
+                    self._failed("answering a DNS query over UDP")
+                    continue
+                if isinstance(out, bytes):
                     try:
                         sendto(out, addr)
                     except OSError:
                         self.counters.dropped += 1  # socket buffer full or the client is gone
+                elif out is not None:
+                    self._forward_soon(sock, data, addr, out)
         finally:
             self.counters.queries += received
 
@@ -285,15 +324,23 @@ class DnsServer:
         self._answer_misses(sock, misses)
 
     def _answer_misses(self, sock: socket.socket, misses: list[tuple[bytes, Any]]) -> None:
+        """What the C loop did not answer: ``_answer_udp`` for each, inlined (still hot)."""
         nets = self._nets
+        answer = self._answer
         for data, addr in misses:
             host = addr[0]
             net_id = nets.get(host, -1)
             if net_id == -1:
                 net_id = self._learn_source(host)
-            out = self._answer_udp(sock, data, addr, net_id)
-            if out is not None:
+            try:
+                out = answer(data, net_id, 0)
+            except Exception:  # one datagram lost, not the rest of the batch nor the thread
+                self._failed("answering a DNS query over UDP")
+                continue
+            if isinstance(out, bytes):
                 self._send(sock, out, addr)
+            elif out is not None:
+                self._forward_soon(sock, data, addr, out)
 
     def _forget_changed(self) -> None:
         """Drop the kept responses of the networks that changed (all after a reload): a change
@@ -318,48 +365,38 @@ class DnsServer:
     def _answer_udp(
         self, sock: socket.socket, data: bytes, addr: tuple[str, int], net_id: int | None
     ) -> bytes | None:
-        """The general UDP path: parse, check, look up or forward; keep what can be reused."""
-        q = dnswire.parse_query(data)
-        if q is None:
-            self.counters.dropped += 1
-            return None
-        rcodes = self.counters.rcodes
-        if net_id is None:
-            rcodes[dnswire.REFUSED] += 1
-            return dnswire.error_response(data, dnswire.REFUSED)
-        if isinstance(q, int):
-            rcodes[q & 0x0F] += 1
-            return dnswire.error_response(data, q)
-        qend, qname, qtype, edns_size = q
-        if not qname.endswith(dnswire.SUFFIX):
-            if self._loop is None or threading.get_ident() == self._loop_thread:
-                self._forward_udp(sock, data, addr, qend, edns_size)
-            else:  # a UDP thread: forwarding is the event loop's
-                self._loop.call_soon_threadsafe(
-                    self._forward_udp, sock, data, addr, qend, edns_size
-                )
-            return None
-        if not self.ready:
-            rcodes[dnswire.SERVFAIL] += 1
-            return dnswire.respond(data, qend, edns_size, self._not_ready, 512)
-        entry = self.zone.lookup(net_id, qname, qtype)
-        out = dnswire.respond(data, qend, edns_size, entry, dnswire.udp_limit(edns_size))
-        rcodes[entry.rcode] += 1
-        # Keep the whole response when the query holds nothing that changes per query beyond
-        # its ID (no EDNS options such as cookies), so that a repeat costs one dict lookup.
-        if len(data) == qend + (11 if edns_size else 0):
-            if len(self._responses) >= _MAX_RESPONSES:
-                self._responses.clear()
-                self._response_keys.clear()
-            key = (net_id, data[2:])
-            self._responses[key] = out[2:]
-            self._response_keys.setdefault(net_id, []).append(key)
-        return out
+        """``_answer`` for a datagram: the response to send, or None (dropped, or forwarded:
+        the event loop sends the upstreams' answer; a UDP thread hands it over)."""
+        out = self._answer(data, net_id, 0)
+        if not isinstance(out, tuple):
+            return out
+        self._forward_soon(sock, data, addr, out)
+        return None
+
+    def _forward_soon(
+        self, sock: socket.socket, data: bytes, addr: tuple[str, int], q: dnswire.Query
+    ) -> None:
+        qend, _, _, edns_size = q
+        if self._loop is None or threading.get_ident() == self._loop_thread:
+            self._forward_udp(sock, data, addr, qend, edns_size)
+        else:  # a UDP thread: forwarding is the event loop's
+            self._loop.call_soon_threadsafe(self._forward_udp, sock, data, addr, qend, edns_size)
+
+    def _keep(self, net_id: int, data: bytes, out: bytes) -> None:
+        """Keep the whole response to the query bytes ``data`` from ``net_id``, so that a repeat
+        costs one dict lookup (in C, ``fastpath``): only for a query that holds nothing that
+        changes per query beyond its ID (no EDNS option such as a cookie)."""
+        if len(self._responses) >= _MAX_RESPONSES:
+            self._responses.clear()
+            self._response_keys.clear()
+        key = (net_id, data[2:])
+        self._responses[key] = out[2:]
+        self._response_keys.setdefault(net_id, []).append(key)
 
     def _forward_udp(
         self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int
     ) -> None:
-        if len(self._tasks) >= MAX_FORWARDS_PENDING or self.forwarder is None:
+        if len(self._tasks) >= MAX_FORWARDS_PENDING:
             self._send(sock, dnswire.error_response(data, dnswire.SERVFAIL), addr)
             return
         task = asyncio.ensure_future(self._forward_and_send(sock, data, addr, qend, edns_size))
@@ -369,15 +406,10 @@ class DnsServer:
     async def _forward_and_send(
         self, sock: socket.socket, data: bytes, addr: tuple[str, int], qend: int, edns_size: int
     ) -> None:
-        assert self.forwarder is not None
-        with self._lock:
-            self.counters.forwarded += 1
-        out = await self.forwarder.resolve(data)
+        out = await self._forward(data, over_tcp=False)
         if len(out) > dnswire.udp_limit(edns_size):
             # The forwarder fell back to TCP for a large answer: this client asked over UDP.
             out = dnswire.truncated(data, qend, out[3] & 0x0F, edns=edns_size > 0)
-        with self._lock:
-            self.counters.rcodes[out[3] & 0x0F] += 1
         self._send(sock, out, addr)
 
     def _send(self, sock: socket.socket, out: bytes, addr: tuple[str, int]) -> None:
@@ -386,64 +418,62 @@ class DnsServer:
         except OSError:
             self.counters.dropped += 1
 
-    # -- TCP ------------------------------------------------------------------------------------
+    # -- the answer path, UDP and TCP ----------------------------------------------------------
 
-    async def answer(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
-        """One query's answer (the general path: TCP, and tests); None to drop it."""
-        with self._lock:  # shared with the UDP threads
-            out = self._answer_here(data, source, over_tcp=over_tcp)
-        if out == b"":  # not `.internal`: the upstreams'
-            assert self.forwarder is not None
-            with self._lock:
-                self.counters.forwarded += 1
-            out = await self.forwarder.resolve(data, over_tcp=over_tcp)
-        if out is not None:
-            with self._lock:
-                self.counters.rcodes[out[3] & 0x0F] += 1
-        return out
-
-    def _answer_here(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
-        """``answer`` without forwarding: b"" for a question to forward."""
-        self.counters.queries += 1
+    def _answer(self, data: bytes, net_id: int | None, limit: int) -> bytes | dnswire.Query | None:
+        """The answer to one query from network ``net_id`` (None: not a 6PN source), counted by
+        its rcode: the response, at most ``limit`` bytes (0: the client's UDP limit, and the
+        response is kept for a repeat of these bytes when it may be, ``_keep``); None to drop
+        the query (no readable header, or itself a response); the parsed query when its name
+        is not `.internal`, for the caller to forward. Called with the zone's lock held."""
         q = dnswire.parse_query(data)
         if q is None:
             self.counters.dropped += 1
             return None
-        net_id = network_of(source)
         if net_id is None:
-            return dnswire.error_response(data, dnswire.REFUSED)
-        if isinstance(q, int):
-            return dnswire.error_response(data, q)
-        if not q[1].endswith(dnswire.SUFFIX):
-            return (
-                b""
-                if self.forwarder is not None
-                else dnswire.error_response(data, dnswire.SERVFAIL)
+            rcode = dnswire.REFUSED
+        elif isinstance(q, int):
+            rcode = q
+        elif not q[1].endswith(dnswire.SUFFIX):
+            if self.forwarder is not None:
+                return q
+            rcode = dnswire.SERVFAIL
+        else:
+            qend, qname, qtype, edns_size = q
+            entry = self.zone.lookup(net_id, qname, qtype) if self.ready else self._not_ready
+            self.counters.rcodes[entry.rcode] += 1
+            out = dnswire.respond(
+                data, qend, edns_size, entry, limit or dnswire.udp_limit(edns_size)
             )
-        qend, qname, qtype, edns_size = q
-        entry = self.zone.lookup(net_id, qname, qtype) if self.ready else self._not_ready
-        limit = 65535 if over_tcp else dnswire.udp_limit(edns_size)
-        return dnswire.respond(data, qend, edns_size, entry, limit)
+            if not limit and self.ready and len(data) == qend + (11 if edns_size else 0):
+                self._keep(net_id, data, out)
+            return out
+        self.counters.rcodes[rcode & 0x0F] += 1
+        return dnswire.error_response(data, rcode)
+
+    async def answer(self, data: bytes, source: str, *, over_tcp: bool) -> bytes | None:
+        """One query's answer (TCP, and tests), forwarded if need be; None to drop it."""
+        with self._lock:  # shared with the UDP threads
+            self.counters.queries += 1
+            out = self._answer(data, network_of(source), dnswire.MAX_MESSAGE if over_tcp else 0)
+        if isinstance(out, tuple):
+            return await self._forward(data, over_tcp=over_tcp)
+        return out
+
+    async def _forward(self, data: bytes, *, over_tcp: bool) -> bytes:
+        """The upstreams' answer (never raises: SERVFAIL when they fail), counted."""
+        assert self.forwarder is not None
+        with self._lock:
+            self.counters.forwarded += 1
+        out = await self.forwarder.resolve(data, over_tcp=over_tcp)
+        with self._lock:
+            self.counters.rcodes[out[3] & 0x0F] += 1
+        return out
+
+    # -- TCP ------------------------------------------------------------------------------------
 
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = writer.get_extra_info("peername")
-        self.counters.tcp_connections += 1
-        try:
-            if self.counters.tcp_connections > MAX_TCP_CONNECTIONS or not peer:
-                return
-            while True:
-                async with asyncio.timeout(TCP_IDLE_SECONDS):
-                    size = int.from_bytes(await reader.readexactly(2), "big")
-                    data = await reader.readexactly(size)
-                out = await self.answer(data, peer[0], over_tcp=True)
-                if out is None:
-                    return  # unreadable: close the connection (RFC 7766 section 6.2.3)
-                writer.write(len(out).to_bytes(2, "big") + out)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass
-        finally:
-            self.counters.tcp_connections -= 1
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+        await self.tcp.serve(reader, writer, self._answer_tcp)
+
+    async def _answer_tcp(self, data: bytes, source: str) -> bytes | None:
+        return await self.answer(data, source, over_tcp=True)

@@ -58,7 +58,7 @@ _RCVBUF = 4 << 20
 _IPV6_FREEBIND = 78  # linux/in6.h; bind fdaa::3 before the address is on an interface
 MAX_FORWARDS_PENDING = 4096
 _MAX_SOURCES = 65536  # remembered source addresses; past it the map starts again
-_MAX_RESPONSES = 200_000  # remembered whole responses; likewise
+_MAX_RESPONSES = 200_000  # remembered whole responses; likewise (~65 MiB when all are full)
 _LOG_EVERY = 60.0  # seconds between two logged failures of the UDP path
 _PAUSE_AFTER_FAILURE = 0.05  # seconds a UDP thread waits after its own loop failed (no spin)
 

@@ -6,9 +6,10 @@ The server runs in a namespace and follows a control plane on a Unix socket, as 
 ``test_dns.py``. The UDP flood comes from a separate process in the namespace (from a 6PN address
 of the network, and from ``::1``, which is refused); the idle and slowloris connections from this
 process; the legitimate client (dnspython over UDP and TCP, and the real `dig` once) asks real
-`.internal` names meanwhile. A UDP query is retried as a stub resolver does (a datagram the
-kernel drops when the flood fills the socket is not the server's refusal); a TCP query is asked
-once, on a new connection, and must be answered.
+`.internal` names meanwhile. A UDP query is retried as a stub resolver does, every second,
+five times at most (a datagram the kernel drops when the flood fills the socket is not the
+server's refusal); a TCP query is asked once, on a new connection, and must be answered within
+10 s. Both must be the right answer.
 
 The server's resident memory (VmRSS of its process) after the flood, and its peak (VmHWM),
 must stay within ``MEMORY_BOUND`` of what it was before it.
@@ -226,7 +227,7 @@ def ask_udp(t: Target, name: str, qtype: str) -> tuple[set[str], int]:
 
 
 def ask_tcp(t: Target, name: str, qtype: str) -> set[str]:
-    reply = query(t.ns, t.source, name, qtype, tcp=True, timeout=5.0)
+    reply = query(t.ns, t.source, name, qtype, tcp=True, timeout=10.0)
     assert reply.rcode() == dns.rcode.NOERROR, reply
     return {rr.to_text() for rrset in reply.answer for rr in rrset}
 
@@ -383,7 +384,7 @@ def test_legitimate_queries_are_answered_under_abuse(target: Target) -> None:
     assert peak - rss_before < MEMORY_BOUND, t.log
     # And it answers as before, over both transports.
     for (name, qtype), rdata in t.expected.items():
-        assert ask_udp(t, name, qtype) == (rdata, 1)
+        assert ask_udp(t, name, qtype)[0] == rdata
         assert ask_tcp(t, name, qtype) == rdata
     assert t.dns.alive()
     assert "Traceback" not in t.dns.log.read_text()

@@ -17,11 +17,13 @@ import signal
 import socket
 import subprocess
 import sys
-import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+
+from sixpn import waiting
 
 
 def free_port() -> int:
@@ -31,20 +33,13 @@ def free_port() -> int:
         return port
 
 
-def wait_until(predicate: object, timeout: float, what: str, interval: float = 0.02) -> None:
-    """Poll ``predicate`` until it returns true; fail naming ``what`` after ``timeout`` s."""
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if predicate():
-                return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
+def wait_until(
+    predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it returns true; a TimeoutError naming ``what`` after ``timeout``
+    s. A predicate that raises counts as not yet true (a server still starting refuses), and its
+    last exception is re-raised after the deadline."""
+    waiting.wait_until(predicate, timeout, what, interval=interval, retry_on=(Exception,))
 
 
 @dataclass

@@ -31,7 +31,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any
 
 import httpx
 
+from sixpn import waiting
 from sixpn.lab import netns
 from sixpn.lab.process import alive, kill_namespace_processes, log_tail, pid_runs, stop_pid
 from sixpn.model.errors import SixpnError
@@ -532,10 +532,9 @@ def run_checked(
     return done
 
 
-def wait_until(check: Any, timeout: float, what: str) -> None:
-    """Poll ``check`` until it is true; a LabTimeout naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise LabTimeout(f"lab: timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+def wait_until(check: Callable[..., object], timeout: float, what: str) -> None:
+    """Poll ``check`` until it is true; a LabTimeout naming ``what`` after ``timeout`` s. A
+    check that raises (a ``LabError``: the process waited for has exited) ends the wait at once.
+    ``check`` is called with no argument; ``...`` lets mypy take lambdas that bind a loop
+    variable as a default (``lambda n=name: ...``)."""
+    waiting.wait_until(check, timeout, what, error=lambda message: LabTimeout(f"lab: {message}"))

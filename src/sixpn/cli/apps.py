@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option, org_option, show, when
+from sixpn.cli import verbs
+from sixpn.cli.common import Columns, call, echo_done, json_option, org_option
+from sixpn.client import Client
+from sixpn.model.entities import App
 
 
 @click.group()
@@ -22,38 +25,16 @@ def apps() -> None:
 def create(name: str, org: str, network: str, as_json: bool) -> None:
     """Create app NAME in the organization."""
     app = call(lambda c: c.create_app(org, name, network))
-    if as_json:
-        echo_json(app)
-    else:
-        click.echo(f"created app {app.org}/{app.name} (network {app.network})")
+    echo_done(app, as_json, f"created app {app.org}/{app.name} (network {app.network})")
 
 
-@apps.command("list")
-@org_option
-@json_option
-def list_(org: str, as_json: bool) -> None:
-    """List the organization's apps."""
-    found = call(lambda c: c.list_apps(org))
-    if as_json:
-        echo_json(found)
-    else:
-        rows = [[a.name, a.network, when(a.created_at)] for a in found]
-        echo_table(["name", "network", "created"], rows)
-
-
-@apps.command("show")
-@click.argument("name")
-@org_option
-@json_option
-def show_(name: str, org: str, as_json: bool) -> None:
-    """Show app NAME."""
-    show(call(lambda c: c.get_app(org, name)), as_json)
-
-
-@apps.command("delete")
-@click.argument("name")
-@org_option
-def delete(name: str, org: str) -> None:
-    """Delete app NAME (with its destroyed machines' records)."""
-    call(lambda c: c.delete_app(org, name))
-    click.echo(f"deleted app {org}/{name}")
+COLUMNS: Columns[App] = {"name": "name", "network": "network", "created": "created_at"}
+verbs.add_list(apps, Client.list_apps, COLUMNS, "List the organization's apps.", org=True)
+verbs.add_show(apps, Client.get_app, "Show app NAME.", org=True)
+verbs.add_delete(
+    apps,
+    Client.delete_app,
+    "Delete app NAME (with its destroyed machines' records).",
+    "deleted app {org}/{name}",
+    org=True,
+)

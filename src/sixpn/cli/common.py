@@ -9,6 +9,10 @@ Conventions that hold for every command:
 - mutations print one line saying what they did; creates also take ``--json``;
 - failures are ``model/errors.py`` exceptions, turned into a message and exit code 1 (or 2 for
   ``InvalidInput``) by the root group in ``cli/main.py``.
+
+Every command prints through :func:`echo_list` (a list), :func:`show` (one object) or
+:func:`echo_done` (what a mutation made), so these conventions hold in one place; the ``list``,
+``show`` and ``delete`` commands themselves are made from the client method in ``verbs.py``.
 """
 
 from __future__ import annotations
@@ -18,8 +22,8 @@ import datetime
 import json
 import logging
 import os
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TypeAlias, TypeVar
 
 import click
 
@@ -28,6 +32,9 @@ from sixpn.model.errors import InvalidInput
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
+
+SECRET_ONCE = "the secret is shown only once: keep it safe"
+"""The note after a created token's secret: the server keeps only its hash."""
 
 
 def org_option(fn: F) -> F:
@@ -97,10 +104,40 @@ def echo_record(value: object) -> None:
 
 
 def show(value: object, as_json: bool) -> None:
+    """One object (a ``show``): the API's JSON, or ``key  value`` lines."""
     if as_json:
         echo_json(value)
     else:
         echo_record(value)
+
+
+Columns: TypeAlias = Mapping[str, str | Callable[[T], object]]
+"""A table's columns: header -> the item's attribute of that name, shown as ``show`` shows it
+(``None`` as ``-``, a ``*_at`` timestamp as a UTC time), or a function giving the cell."""
+
+
+def echo_list(items: Sequence[T], as_json: bool, columns: Columns[T]) -> None:
+    """A list (a ``list``): the API's JSON array, or a table of ``columns``."""
+    if as_json:
+        echo_json(items)
+        return
+
+    def cell(item: T, get: str | Callable[[T], object]) -> object:
+        return _cell(get, getattr(item, get)) if isinstance(get, str) else get(item)
+
+    echo_table(list(columns), [[cell(item, get) for get in columns.values()] for item in items])
+
+
+def echo_done(value: object, as_json: bool, message: str, *, note: str | None = None) -> None:
+    """What a mutation made: the API's JSON, or ``message``, one line saying what was done
+    (and ``note`` on standard error: a warning for the person at the terminal, not for a
+    script reading the output)."""
+    if as_json:
+        echo_json(value)
+        return
+    click.echo(message)
+    if note is not None:
+        click.echo(note, err=True)
 
 
 def when(timestamp: float) -> str:

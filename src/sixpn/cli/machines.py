@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option, org_option, show
+from sixpn.cli import verbs
+from sixpn.cli.common import Columns, call, echo_done, echo_list, json_option, org_option
+from sixpn.client import Client
 from sixpn.model.entities import Machine, MachineState
 
-COLUMNS = ["id", "app", "region", "host", "state", "address", "group"]
-
-
-def _row(m: Machine) -> list[object]:
-    return [m.id, m.app, m.region, m.host, m.state, m.address, m.process_group]
+COLUMNS: Columns[Machine] = {
+    "id": "id",
+    "app": "app",
+    "region": "region",
+    "host": "host",
+    "state": "state",
+    "address": "address",
+    "group": "process_group",
+}
 
 
 def _summary(verb: str, m: Machine) -> str:
@@ -87,10 +93,7 @@ def create(
             metadata=metadata,
         )
     )
-    if as_json:
-        echo_json(machine)
-    else:
-        click.echo(_summary("created", machine))
+    echo_done(machine, as_json, _summary("created", machine))
 
 
 @machines.command("list")
@@ -101,19 +104,12 @@ def create(
 def list_(org: str, app: str | None, include_destroyed: bool, as_json: bool) -> None:
     """List the organization's machines."""
     found = call(lambda c: c.list_machines(org, app=app, include_destroyed=include_destroyed))
-    if as_json:
-        echo_json(found)
-    else:
-        echo_table(COLUMNS, [_row(m) for m in found])
+    echo_list(found, as_json, COLUMNS)
 
 
-@machines.command("show")
-@click.argument("machine_id", metavar="ID")
-@org_option
-@json_option
-def show_(machine_id: str, org: str, as_json: bool) -> None:
-    """Show machine ID."""
-    show(call(lambda c: c.get_machine(org, machine_id)), as_json)
+verbs.add_show(
+    machines, Client.get_machine, "Show machine ID.", org=True, argument="machine_id", metavar="ID"
+)
 
 
 @machines.command("start")

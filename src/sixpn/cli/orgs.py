@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option, org_option, show, when
+from sixpn.cli import verbs
+from sixpn.cli.common import SECRET_ONCE, Columns, call, echo_done, json_option, org_option
+from sixpn.client import Client
+from sixpn.model.entities import Org, Token
 
 
 @click.group()
@@ -22,37 +25,18 @@ def orgs() -> None:
 def create(name: str, as_json: bool) -> None:
     """Create organization NAME (with its default network)."""
     org = call(lambda c: c.create_org(name))
-    if as_json:
-        echo_json(org)
-    else:
-        click.echo(f"created organization {org.name}")
+    echo_done(org, as_json, f"created organization {org.name}")
 
 
-@orgs.command("list")
-@json_option
-def list_(as_json: bool) -> None:
-    """List organizations (an org token sees its own)."""
-    found = call(lambda c: c.list_orgs())
-    if as_json:
-        echo_json(found)
-    else:
-        echo_table(["name", "created"], [[o.name, when(o.created_at)] for o in found])
-
-
-@orgs.command("show")
-@click.argument("name")
-@json_option
-def show_(name: str, as_json: bool) -> None:
-    """Show organization NAME."""
-    show(call(lambda c: c.get_org(name)), as_json)
-
-
-@orgs.command("delete")
-@click.argument("name")
-def delete(name: str) -> None:
-    """Delete organization NAME (refused while it has apps, networks or peers)."""
-    call(lambda c: c.delete_org(name))
-    click.echo(f"deleted organization {name}")
+COLUMNS: Columns[Org] = {"name": "name", "created": "created_at"}
+verbs.add_list(orgs, Client.list_orgs, COLUMNS, "List organizations (an org token sees its own).")
+verbs.add_show(orgs, Client.get_org, "Show organization NAME.")
+verbs.add_delete(
+    orgs,
+    Client.delete_org,
+    "Delete organization NAME (refused while it has apps, networks or peers).",
+    "deleted organization {name}",
+)
 
 
 @orgs.group("token")
@@ -67,30 +51,25 @@ def token() -> None:
 def token_create(org: str, description: str, as_json: bool) -> None:
     """Create a token of the organization; its secret is shown once."""
     created = call(lambda c: c.create_org_token(org, description))
-    if as_json:
-        echo_json(created)
-        return
-    click.echo(f"created org token {created.token.id} (org {org}): {created.secret}")
-    click.echo("the secret is shown only once: keep it safe", err=True)
+    message = f"created org token {created.token.id} (org {org}): {created.secret}"
+    echo_done(created, as_json, message, note=SECRET_ONCE)
 
 
-@token.command("list")
-@org_option
-@json_option
-def token_list(org: str, as_json: bool) -> None:
-    """List the organization's tokens (IDs, never secrets)."""
-    found = call(lambda c: c.list_org_tokens(org))
-    if as_json:
-        echo_json(found)
-    else:
-        rows = [[t.id, t.description, when(t.created_at)] for t in found]
-        echo_table(["id", "description", "created"], rows)
-
-
-@token.command("revoke")
-@org_option
-@click.argument("token_id", metavar="ID")
-def token_revoke(org: str, token_id: str) -> None:
-    """Revoke the organization's token ID."""
-    call(lambda c: c.revoke_org_token(org, token_id))
-    click.echo(f"revoked org token {token_id} (org {org})")
+TOKEN_COLUMNS: Columns[Token] = {"id": "id", "description": "description", "created": "created_at"}
+verbs.add_list(
+    token,
+    Client.list_org_tokens,
+    TOKEN_COLUMNS,
+    "List the organization's tokens (IDs, never secrets).",
+    org=True,
+)
+verbs.add_delete(
+    token,
+    Client.revoke_org_token,
+    "Revoke the organization's token ID.",
+    "revoked org token {token_id} (org {org})",
+    org=True,
+    name="revoke",
+    argument="token_id",
+    metavar="ID",
+)

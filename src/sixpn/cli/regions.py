@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option
+from sixpn.cli import verbs
+from sixpn.cli.common import Columns
+from sixpn.client import Client
+from sixpn.model.entities import Region
 
 
 @click.group()
@@ -12,13 +15,10 @@ def regions() -> None:
     """Regions."""
 
 
-@regions.command("list")
-@json_option
-def list_(as_json: bool) -> None:
-    """List the regions the server knows."""
-    found = call(lambda c: c.list_regions())
-    if as_json:
-        echo_json(found)
-        return
-    rows = [[r.code, r.name, f"{r.latitude:.4f}", f"{r.longitude:.4f}"] for r in found]
-    echo_table(["code", "name", "latitude", "longitude"], rows)
+COLUMNS: Columns[Region] = {
+    "code": "code",
+    "name": "name",
+    "latitude": lambda r: f"{r.latitude:.4f}",
+    "longitude": lambda r: f"{r.longitude:.4f}",
+}
+verbs.add_list(regions, Client.list_regions, COLUMNS, "List the regions the server knows.")

@@ -24,6 +24,13 @@ from sixpn.runtime.stores import DEFAULT_ETCD_PREFIX, EtcdOptions, parse_spec
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _file_option(flag: str, help: str) -> Callable[[F], F]:
+    """``--etcd-X FILE``, an existing file, also from ``$SIXPN_ETCD_X``."""
+    envvar = "SIXPN_" + flag.removeprefix("--").replace("-", "_").upper()
+    path = click.Path(exists=True, dir_okay=False, path_type=Path)
+    return click.option(flag, type=path, envvar=envvar, help=help)
+
+
 def etcd_options(fn: F) -> F:
     """The options that say how to reach an etcd cluster (all but its endpoints)."""
     for option in reversed(
@@ -35,24 +42,11 @@ def etcd_options(fn: F) -> F:
                 envvar="SIXPN_ETCD_PREFIX",
                 help="Key prefix of this installation in etcd.",
             ),
-            click.option(
-                "--etcd-cacert",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                envvar="SIXPN_ETCD_CACERT",
-                help="CA bundle that signed the etcd members' certificates (TLS).",
+            _file_option(
+                "--etcd-cacert", "CA bundle that signed the etcd members' certificates (TLS)."
             ),
-            click.option(
-                "--etcd-cert",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                envvar="SIXPN_ETCD_CERT",
-                help="Client certificate for etcd (TLS client authentication).",
-            ),
-            click.option(
-                "--etcd-key",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                envvar="SIXPN_ETCD_KEY",
-                help="Key of --etcd-cert.",
-            ),
+            _file_option("--etcd-cert", "Client certificate for etcd (TLS client authentication)."),
+            _file_option("--etcd-key", "Key of --etcd-cert."),
             click.option(
                 "--etcd-user",
                 envvar="SIXPN_ETCD_USER",

@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import click
 
-from sixpn.cli.common import call, echo_json, echo_table, json_option, when
-from sixpn.model.entities import TokenKind
+from sixpn.cli import verbs
+from sixpn.cli.common import SECRET_ONCE, Columns, call, echo_done, json_option
+from sixpn.client import Client
+from sixpn.model.entities import Token, TokenKind
 
 
 @click.group()
@@ -28,28 +30,25 @@ def tokens() -> None:
 def create(kind: str, description: str, as_json: bool) -> None:
     """Create a token; its secret is shown once."""
     created = call(lambda c: c.create_token(TokenKind(kind), description))
-    if as_json:
-        echo_json(created)
-        return
-    click.echo(f"created {kind} token {created.token.id}: {created.secret}")
-    click.echo("the secret is shown only once: keep it safe", err=True)
+    message = f"created {kind} token {created.token.id}: {created.secret}"
+    echo_done(created, as_json, message, note=SECRET_ONCE)
 
 
-@tokens.command("list")
-@json_option
-def list_(as_json: bool) -> None:
-    """List tokens (IDs, never secrets)."""
-    found = call(lambda c: c.list_tokens())
-    if as_json:
-        echo_json(found)
-        return
-    rows = [[t.id, t.kind, t.org, t.host, t.description, when(t.created_at)] for t in found]
-    echo_table(["id", "kind", "org", "host", "description", "created"], rows)
-
-
-@tokens.command("revoke")
-@click.argument("token_id", metavar="ID")
-def revoke(token_id: str) -> None:
-    """Revoke token ID."""
-    call(lambda c: c.revoke_token(token_id))
-    click.echo(f"revoked token {token_id}")
+COLUMNS: Columns[Token] = {
+    "id": "id",
+    "kind": "kind",
+    "org": "org",
+    "host": "host",
+    "description": "description",
+    "created": "created_at",
+}
+verbs.add_list(tokens, Client.list_tokens, COLUMNS, "List tokens (IDs, never secrets).")
+verbs.add_delete(
+    tokens,
+    Client.revoke_token,
+    "Revoke token ID.",
+    "revoked token {token_id}",
+    name="revoke",
+    argument="token_id",
+    metavar="ID",
+)

@@ -15,6 +15,7 @@ import os
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -55,12 +56,17 @@ class ServerProcess:
     uds: Path | None = None  # listen on this Unix socket instead of a loopback port
     etcd: list[str] | None = None  # run on these etcd endpoints instead of ``db``
     etcd_prefix: str = "/sixpn/"
+    # HTTPS: (certificate, key) files for 127.0.0.1, and the CA file that clients trust.
+    tls: tuple[Path, Path] | None = None
+    ca: Path | None = None
+    extra_args: tuple[str, ...] = ()
     proc: subprocess.Popen[bytes] | None = None
     log: Path | None = None
 
     @property
     def url(self) -> str:
-        return f"unix:{self.uds}" if self.uds else f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"unix:{self.uds}" if self.uds else f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def _base(self) -> str:
@@ -69,11 +75,17 @@ class ServerProcess:
     def _transport(self) -> httpx.HTTPTransport | None:
         return httpx.HTTPTransport(uds=str(self.uds)) if self.uds else None
 
+    def _verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=str(self.ca)) if self.ca else True
+
     def env(self, token: str | None = None) -> dict[str, str]:
         """The environment a CLI invocation against this server needs."""
         env = dict(os.environ)
         env.update(SIXPN_API=self.url, SIXPN_TOKEN=token or self.admin_token)
         env.pop("SIXPN_ORG", None)
+        env.pop("SIXPN_CA", None)
+        if self.ca:
+            env["SIXPN_CA"] = str(self.ca)
         return env
 
     def start(self) -> ServerProcess:
@@ -96,6 +108,8 @@ class ServerProcess:
             self.join_token,
             "--heartbeat",
             str(self.heartbeat),
+            *(["--tls-cert", str(self.tls[0]), "--tls-key", str(self.tls[1])] if self.tls else []),
+            *self.extra_args,
         ]
         with open(self.log, "ab") as out:
             self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -111,7 +125,9 @@ class ServerProcess:
         if self.proc.poll() is not None:
             raise RuntimeError(f"server exited with {self.proc.returncode}: {self.read_log()}")
         try:
-            with httpx.Client(base_url=self._base, transport=self._transport()) as http:
+            with httpx.Client(
+                base_url=self._base, transport=self._transport(), verify=self._verify()
+            ) as http:
                 return http.get("/healthz", timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
@@ -142,4 +158,5 @@ class ServerProcess:
             headers={"Authorization": f"Bearer {token or self.admin_token}"},
             timeout=30,
             transport=self._transport(),
+            verify=self._verify(),
         )

@@ -32,6 +32,10 @@ from sixpn.cli.tokens import tokens
 from sixpn.cli.wireguard import wireguard
 from sixpn.model.errors import InvalidInput, SixpnError
 
+# runtime/server.py's DEFAULT_MAX_CONNECTIONS; not imported here: that would load uvicorn and
+# FastAPI for every command.
+DEFAULT_MAX_CONNECTIONS = 4096
+
 
 class Group(click.Group):
     """Turns sixpn errors into a one-line message and the right exit code."""
@@ -49,12 +53,22 @@ class Group(click.Group):
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(sixpn.__version__, prog_name="sixpn")
-def cli() -> None:
+@click.option(
+    "--ca",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Trust only this CA (PEM) for an https:// control plane; sets $SIXPN_CA for every "
+    "command (default: the system's trust store).",
+)
+def cli(ca: Path | None) -> None:
     """sixpn: private IPv6 networks (6PN) for every organization on a fleet of hosts."""
     logging.basicConfig(
         level=os.environ.get("SIXPN_LOG_LEVEL", "INFO").upper(),
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
+    if ca is not None:
+        # The environment, not a context object: every command builds its client from it
+        # (Client.from_env), and `agent`/`dns` read $SIXPN_CA as their own --ca.
+        os.environ["SIXPN_CA"] = str(ca)
 
 
 @cli.command()
@@ -98,6 +112,32 @@ def cli() -> None:
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="TOML file of extra regions: [[region]] code, name, latitude, longitude.",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SIXPN_TLS_CERT",
+    help="Serve HTTPS with this PEM certificate (chain); with --tls-key.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="SIXPN_TLS_KEY",
+    help="The certificate's PEM private key (unencrypted).",
+)
+@click.option(
+    "--insecure-plain-http",
+    is_flag=True,
+    envvar="SIXPN_INSECURE_PLAIN_HTTP",
+    help="Allow plain HTTP on a non-loopback address (tokens cross the network in clear).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(min=16),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    envvar="SIXPN_MAX_CONNECTIONS",
+    help="Connections and requests at once; past it new requests are answered 503.",
+)
 @click.option("--heartbeat", default=10.0, show_default=True, help="Change-stream heartbeat, s.")
 @click.option(
     "--ephemeral-idle",
@@ -121,6 +161,10 @@ def server(
     admin_token: str | None,
     join_tokens: tuple[str, ...],
     regions_file: Path | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    insecure_plain_http: bool,
+    max_connections: int,
     heartbeat: float,
     ephemeral_idle: float,
 ) -> None:
@@ -144,6 +188,10 @@ def server(
         regions_file=regions_file,
         heartbeat_seconds=heartbeat,
         ephemeral_idle=ephemeral_idle,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        insecure_plain_http=insecure_plain_http,
+        max_connections=max_connections,
     )
     asyncio.run(serve(settings))
 

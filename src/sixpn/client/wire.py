@@ -9,6 +9,9 @@ Rules that hold here:
   names (``{"error": {"code", "message", "field"}}``, via ``ERRORS_BY_CODE``), with the server's
   message and field; an answer without such a body (a proxy's 502 page, an unknown route) is
   mapped by its status.
+- An ``https://`` control plane is verified against the system's trust store, or only against
+  the CA given with ``--ca``/``SIXPN_CA`` (:func:`tls_context`); a certificate that does not
+  verify is an error naming the URL, OpenSSL's reason and the trust it was checked against.
 - JSON is decoded into the entity dataclasses and the API's response models with pydantic
   TypeAdapters, built once per type; a body that does not fit is an error naming the server.
 """
@@ -16,6 +19,8 @@ Rules that hold here:
 from __future__ import annotations
 
 import json
+import os
+import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
@@ -36,6 +41,7 @@ from sixpn.model.errors import (
 )
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 # For answers that carry no sixpn error body: the status is all there is to go on.
 _BY_STATUS: dict[int, type[SixpnError]] = {
@@ -72,23 +78,79 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
+def tls_context(ca: str | os.PathLike[str] | None = None) -> ssl.SSLContext:
+    """How an ``https://`` control plane is verified: with ``ca`` (a PEM file), that CA only;
+    without, the system's trust store (OpenSSL's default paths, which ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` override). Hostname checking is on either way. InvalidInput names a CA
+    file that cannot be read or holds no certificate."""
+    if ca is None:
+        return ssl.create_default_context()
+    try:
+        return ssl.create_default_context(cafile=os.fspath(ca))
+    except OSError as exc:  # ssl.SSLError is an OSError too: a file with no PEM certificate
+        reason = exc.strerror if not isinstance(exc, ssl.SSLError) else str(exc)
+        raise InvalidInput(
+            f"CA file {os.fspath(ca)} (--ca, SIXPN_CA): cannot use it as a CA certificate: "
+            f"{reason or exc}",
+            field="SIXPN_CA",
+        ) from exc
+
+
+def _in_chain(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in ``exc``'s chain (httpx wraps httpcore's error, which
+    wraps the ssl module's)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _verification_failure(exc: BaseException) -> ssl.SSLCertVerificationError | None:
+    return _in_chain(exc, ssl.SSLCertVerificationError)
+
+
 @contextmanager
-def translating(url: str) -> Iterator[None]:
-    """Run a block that talks to the control plane at ``url``; translate httpx's exceptions."""
+def translating(url: str, *, ca: str | None = None) -> Iterator[None]:
+    """Run a block that talks to the control plane at ``url`` (verified against ``ca``, or the
+    system's trust store); translate httpx's exceptions."""
     try:
         yield
+    except httpx.ConnectError as exc:
+        failure = _verification_failure(exc)
+        if failure is None:
+            hint = ""
+            if _in_chain(exc, ssl.SSLError):  # e.g. WRONG_VERSION_NUMBER: no TLS over there
+                hint = " (a TLS handshake failed: does it serve plain http:// instead?)"
+            raise Unavailable(
+                f"cannot reach the control plane at {url}: {_detail(exc)}{hint}"
+            ) from exc
+        reason = failure.verify_message or failure.reason or str(failure)
+        raise Unavailable(
+            f"the control plane at {url} did not prove who it is: its TLS certificate did not "
+            f"verify ({reason}); checked against {_trust(ca)}"
+        ) from exc
     except httpx.TimeoutException as exc:
         raise Unavailable(
             f"cannot reach the control plane at {url}: timed out ({type(exc).__name__})"
         ) from exc
-    except httpx.ConnectError as exc:
-        raise Unavailable(f"cannot reach the control plane at {url}: {_detail(exc)}") from exc
     except httpx.TransportError as exc:  # ReadError, RemoteProtocolError, WriteError, ...
+        hint = ""
+        if isinstance(exc, httpx.RemoteProtocolError) and url.startswith("http:"):
+            # What a TLS server does with a plain request: it hangs up without a word.
+            hint = " (if it serves HTTPS, the URL is https://...)"
         raise Unavailable(
-            f"lost the connection to the control plane at {url}: {_detail(exc)}"
+            f"lost the connection to the control plane at {url}: {_detail(exc)}{hint}"
         ) from exc
     except httpx.HTTPError as exc:  # a body that cannot be decoded, too many redirects, ...
         raise SixpnError(f"bad answer from the control plane at {url}: {_detail(exc)}") from exc
+
+
+def _trust(ca: str | None) -> str:
+    return f"the CA in {ca}" if ca else "the system's trust store (give its CA with --ca FILE)"
 
 
 def _detail(exc: Exception) -> str:

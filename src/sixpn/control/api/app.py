@@ -13,12 +13,15 @@ from sixpn.control.api import (
     routes_orgs,
     routes_peers,
 )
+from sixpn.control.api.limits import MAX_BODY_BYTES, BodyLimit
 from sixpn.control.api.metrics import Metrics, MetricsMiddleware
 from sixpn.control.fanout import Fanout
 from sixpn.control.service import Service
 
 
-def create_app(service: Service, *, heartbeat_seconds: float = 10.0) -> FastAPI:
+def create_app(
+    service: Service, *, heartbeat_seconds: float = 10.0, max_body_bytes: int = MAX_BODY_BYTES
+) -> FastAPI:
     app = FastAPI(
         title="sixpn control plane",
         version=sixpn.__version__,
@@ -43,5 +46,6 @@ def create_app(service: Service, *, heartbeat_seconds: float = 10.0) -> FastAPI:
         body, content_type = await metrics.render(service.ctx.store)
         return Response(body, media_type=content_type)
 
+    app.add_middleware(BodyLimit, limit=max_body_bytes)  # inside metrics: a 413 is counted
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

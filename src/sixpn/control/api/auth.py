@@ -24,12 +24,21 @@ def service(request: Request) -> Service:
     return svc
 
 
+# Every token is at least 16 characters (operators' own, ``tokens.ensure``) and the generated
+# ones are 49; anything outside these bounds is refused without hashing or reading the store,
+# so that a flood of junk credentials costs the server as little as possible (issue 17).
+MIN_SECRET, MAX_SECRET = 16, 1024
+
+
 async def principal(request: Request) -> Token:
     header = request.headers.get("authorization", "")
     scheme, _, secret = header.partition(" ")
-    if scheme.lower() != "bearer" or not secret.strip():
+    secret = secret.strip()
+    if scheme.lower() != "bearer" or not secret:
         raise Unauthorized("missing credential: send 'Authorization: Bearer <token>'")
-    return await service(request).tokens.authenticate(secret.strip())
+    if not MIN_SECRET <= len(secret) <= MAX_SECRET:
+        raise Unauthorized("unknown or revoked token")  # the same answer as any wrong token
+    return await service(request).tokens.authenticate(secret)
 
 
 Principal = Annotated[Token, Depends(principal)]

@@ -21,6 +21,9 @@ def _field_of(loc: tuple[int | str, ...]) -> str:
     return ".".join(parts) or "body"
 
 
+_HTTP_CODES = {404: NotFound.code, 405: "method_not_allowed", 413: "too_large"}
+
+
 def install(app: FastAPI) -> None:
     async def on_sixpn_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, SixpnError)
@@ -44,10 +47,15 @@ def install(app: FastAPI) -> None:
         return error_response(InvalidInput(f"{field}: {msg}", field=field))
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette's own errors (unknown route, wrong method) get the same body as ours.
+        # Starlette's own errors (unknown route, wrong method), FastAPI's "error parsing the
+        # body" and the body cap (limits.py) get the same body as ours.
         assert isinstance(exc, HTTPException)
-        code = {404: NotFound.code, 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        message = f"{request.method} {request.url.path}: {exc.detail}"
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        detail = exc.detail
+        if isinstance(exc.__cause__, RecursionError):
+            # json.loads gave up on "[[[[...": say so, not "error parsing the body".
+            code, detail = InvalidInput.code, "body: JSON nested too deeply"
+        message = f"{request.method} {request.url.path}: {detail}"
         return JSONResponse(
             {"error": {"code": code, "message": message}},
             status_code=exc.status_code,

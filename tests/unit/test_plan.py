@@ -26,13 +26,24 @@ from sixpn.core.hoststate import (
     machine_netns,
     source_of,
 )
-from sixpn.core.plan import EnsureWg, RemovePeers, SetPeers, apply, plan
+from sixpn.core.plan import (
+    AddRoute,
+    EnsureWg,
+    RemovePeers,
+    RemoveStrayLink,
+    SetPeers,
+    UnwireMachine,
+    WireMachine,
+    apply,
+    plan,
+)
 from sixpn.model.entities import Host, Machine, MachineState, Peer
 
 pytestmark = pytest.mark.unit
 
 KEYS = [f"{i:02d}" + "k" * 41 + "=" for i in range(6)]
 IDS = [f"{i:x}" * 14 for i in range(1, 7)]  # distinct 12-character prefixes
+IFNAMES = [machine_ifname(i) for i in IDS]
 NETS = [addressing.network_prefix(n) for n in (1, 2, 3)]
 PEERINGS = [
     Peering(n, IPv6Network(r)) for n in NETS[:2] for r in ("2001:db8:1::/56", "2001:db8:2::7/128")
@@ -113,6 +124,7 @@ def actual_states(draw: st.DrawFn) -> HostState:
             st.builds(Route, st.sampled_from([SIXPN_ROUTE, *NETS]), st.sampled_from(["sxw1", "x"]))
         )
     )
+    partial = draw(st.frozensets(links(), max_size=3)) - base.machines
     return HostState(
         wg_ifname=draw(st.sampled_from([None, base.wg_ifname])),
         listen_port=base.listen_port,
@@ -127,7 +139,10 @@ def actual_states(draw: st.DrawFn) -> HostState:
         peered=draw(st.frozensets(st.sampled_from(PEERINGS))),
         nft_rules_ok=draw(st.booleans()),
         # wired in part: some of the desired machines, and machines no longer wanted
-        partial_machines=draw(st.frozensets(links(), max_size=3)) - base.machines,
+        partial_machines=partial,
+        # links that record no machine, of machines desired or not (one link per name)
+        stray_links=draw(st.frozensets(st.sampled_from(IFNAMES), max_size=2))
+        - {m.host_ifname for m in base.machines | partial},
     )
 
 
@@ -157,11 +172,55 @@ def test_the_plan_takes_any_actual_state_to_the_desired_one(
             peered=actual.peered,
             nft_rules_ok=actual.nft_rules_ok,
             partial_machines=actual.partial_machines,
+            stray_links=actual.stray_links,
         )
     ops = plan(actual, desired)
     assert forget_learned_endpoints(apply(actual, ops), desired) == desired
     assert plan(desired, desired) == []
     assert plan(apply(actual, ops), desired) == []
+
+
+def test_a_wiring_cut_short_is_finished_or_removed_at_once_never_left_for_teardown() -> None:
+    """Issue 17: what an interrupted wiring leaves (a link recording the machine, or a pair
+    whose host side records nothing yet) is removed by the next plan if the machine is no
+    longer wanted, and completed (or made afresh) if it is; a machine broken by hand is wired
+    again, never unwired first (its namespace, and what runs there, stay)."""
+    stays, gone = (
+        MachineLink(
+            mid,
+            machine_netns(mid),
+            machine_ifname(mid),
+            addressing.machine_address(1, 1, field),
+            addressing.machine_prefix(1, 1, field),
+        )
+        for mid, field in ((IDS[0], 0x10001), (IDS[1], 0x10002))
+    )
+    routes = frozenset({Route(stays.prefix, stays.host_ifname)})
+    want = HostState("sxw1", machines=frozenset({stays}), routes=routes)
+    half = dataclasses.replace(want, partial_machines=frozenset({gone}))
+    bare = dataclasses.replace(want, stray_links=frozenset({gone.host_ifname}))
+    assert plan(half, want) == [UnwireMachine(gone)]
+    assert plan(bare, want) == [RemoveStrayLink(gone.host_ifname)]
+    both = dataclasses.replace(
+        want,
+        machines=want.machines | {gone},
+        routes=want.routes | {Route(gone.prefix, gone.host_ifname)},
+    )
+    assert plan(half, both) == [WireMachine(gone), AddRoute(Route(gone.prefix, gone.host_ifname))]
+    assert plan(bare, both) == [
+        RemoveStrayLink(gone.host_ifname),
+        WireMachine(gone),
+        AddRoute(Route(gone.prefix, gone.host_ifname)),
+    ]
+    for actual in (half, bare):
+        assert apply(actual, plan(actual, want)) == want
+        assert apply(actual, plan(actual, both)) == both
+    # its veth deleted by hand: the machine is simply not read, and is wired again
+    broken = dataclasses.replace(both, machines=want.machines, routes=want.routes)
+    assert plan(broken, both) == [
+        WireMachine(gone),
+        AddRoute(Route(gone.prefix, gone.host_ifname)),
+    ]
 
 
 def test_a_client_peers_learned_endpoint_is_not_a_difference() -> None:

@@ -118,3 +118,8 @@ class HostState:
     # machines wired in part (an interrupted wiring, a deleted piece): actual side only, never
     # desired; the plan completes the ones still desired as they are and unwires the others
     partial_machines: frozenset[MachineLink] = frozenset()
+    # host-side machine links (``sxm*``) that record no machine: what a wiring into an
+    # existing namespace cut short between making the veth pair and recording the machine
+    # leaves, or a link whose record was cleared by hand. Actual side only; the plan removes
+    # them whole (a machine still desired is then wired afresh, in the namespace it has).
+    stray_links: frozenset[str] = frozenset()

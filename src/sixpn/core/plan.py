@@ -15,6 +15,11 @@ Order: what new traffic needs comes first (the interface, the forwarding pairs a
 machines, routes, addresses, peers), what goes away comes last in reverse, so that no packet
 of a network that stays is ever dropped during an apply. A machine whose wiring changed is
 unwired then wired.
+
+Machines wired in part (``partial_machines``: the host side records the machine, something
+else is missing) are completed if still desired, and unwired at once otherwise, not left for
+teardown (issue 17). Host-side machine links that record nothing (``stray_links``) carry no
+machine's traffic: they are removed first, so that a machine still desired is wired afresh.
 """
 
 from __future__ import annotations
@@ -84,6 +89,13 @@ class UnwireMachine:
 
 
 @dataclass(frozen=True, slots=True)
+class RemoveStrayLink:
+    """Delete a host-side machine link that records no machine (its veth peer goes with it)."""
+
+    ifname: str
+
+
+@dataclass(frozen=True, slots=True)
 class AddRoute:
     route: Route
 
@@ -141,6 +153,7 @@ Op = (
     | RemoveAddress
     | WireMachine
     | UnwireMachine
+    | RemoveStrayLink
     | AddRoute
     | RemoveRoute
     | ReplaceNftTable
@@ -179,6 +192,9 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     gone_ifs: set[str | None] = set()
     if wg_changed and actual.wg_ifname != desired.wg_ifname:
         gone_ifs.add(actual.wg_ifname)
+    for ifname in sorted(actual.stray_links):
+        ops.append(RemoveStrayLink(ifname))
+        gone_ifs.add(ifname)
     stale_machines = (actual.machines | actual.partial_machines) - desired.machines
     # (a change of one machine of a host holding a thousand costs that machine, not the host)
     desired_ids = {m.machine_id for m in desired.machines} if stale_machines else set()
@@ -299,6 +315,7 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                     s,
                     machines=(s.machines - same_id) | {link},
                     partial_machines=s.partial_machines - {link},  # completed
+                    stray_links=s.stray_links - {link.host_ifname},  # its link now records it
                 )
             case UnwireMachine(link=link):
                 routes = frozenset(r for r in s.routes if r.ifname != link.host_ifname)
@@ -306,7 +323,14 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                     s,
                     machines=s.machines - {link},
                     partial_machines=s.partial_machines - {link},
+                    stray_links=s.stray_links - {link.host_ifname},  # deleted by name
                     routes=routes,
+                )
+            case RemoveStrayLink(ifname=ifname):
+                s = dataclasses.replace(
+                    s,
+                    stray_links=s.stray_links - {ifname},
+                    routes=frozenset(r for r in s.routes if r.ifname != ifname),
                 )
             case AddRoute(route=r):
                 s = dataclasses.replace(s, routes=s.routes | {r})

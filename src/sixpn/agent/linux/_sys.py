@@ -8,6 +8,7 @@ a missing tool is :class:`~sixpn.model.errors.Unavailable`.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import logging
 import os
@@ -106,6 +107,71 @@ def ipr_in(netns_path: Path) -> Iterator[IPRoute]:
         os.close(own)
     with ipr:
         yield ipr
+
+
+_CLONE_NEWNET = 0x40000000
+_MS_BIND, _MS_REC, _MS_SHARED = 0x1000, 0x4000, 0x100000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def is_netns(path: Path) -> bool:
+    """Whether ``path`` names a network namespace: a mount there, not the empty file that a
+    naming cut short between making the mount point and mounting leaves behind."""
+    try:
+        return path.stat().st_dev != path.parent.stat().st_dev
+    except OSError:
+        return False
+
+
+@contextlib.contextmanager
+def new_netns() -> Iterator[int]:
+    """A new network namespace with no name, held only by the descriptor yielded: if this
+    process dies before :func:`name_netns`, the namespace goes with it, and every interface
+    in it (a veth's other end too). The calling thread enters it only to make it (``unshare``
+    is per thread) and comes back at once, as in :func:`ipr_in`."""
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if _libc.unshare(_CLONE_NEWNET) != 0:
+            code = ctypes.get_errno()
+            raise OSError(code, f"making a network namespace: {os.strerror(code)}")
+        try:
+            fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+        finally:
+            _return_to(own)
+    finally:
+        os.close(own)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def name_netns(fd: int, path: Path) -> None:
+    """Name the namespace held by ``fd`` as ``ip netns add`` does: a bind mount at ``path``
+    (``/var/run/netns/<name>``), in a directory shared with the other mount namespaces. An
+    empty mount point already there (a naming cut short) is mounted on."""
+    _share(path.parent)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0))
+    if _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(path), None, _MS_BIND, None) != 0:
+        code = ctypes.get_errno()
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise OSError(code, f"naming a network namespace {path}: {os.strerror(code)}")
+
+
+def _share(directory: Path) -> None:
+    """Make ``directory`` a shared mount (a bind mount on itself first if it is none), so that
+    the names made in it reach every mount namespace (iproute2's ``netns_add``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    target = bytes(directory)
+    if _libc.mount(b"none", target, None, _MS_SHARED | _MS_REC, None) == 0:
+        return
+    if (
+        _libc.mount(target, target, b"none", _MS_BIND | _MS_REC, None) != 0
+        or _libc.mount(b"none", target, None, _MS_SHARED | _MS_REC, None) != 0
+    ):
+        code = ctypes.get_errno()
+        raise OSError(code, f"sharing {directory}: {os.strerror(code)}")
 
 
 def _return_to(own: int) -> None:

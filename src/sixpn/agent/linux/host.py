@@ -46,6 +46,7 @@ from sixpn.core.plan import (
     RemovePeers,
     RemoveRoute,
     RemoveSources,
+    RemoveStrayLink,
     RemoveWg,
     ReplaceNftTable,
     SetPeers,
@@ -80,6 +81,7 @@ class LinuxHost:
             ifname = self._present_wg(kernel.names(WG_IF_PREFIX))
             machines = kernel.machines()
             aliases = frozenset(kernel.machine_aliases())
+            strays = kernel.stray_machine_links()
             routes = kernel.routes()
             service_addresses = kernel.service_addresses()
         listen_port, peers = (wg.read(ifname) if ifname else None) or (0, frozenset())
@@ -98,6 +100,7 @@ class LinuxHost:
                 table.rules_ok and links.forwarding_enabled() and links.peering_rule_present()
             ),
             partial_machines=aliases - machines,
+            stray_links=strays,
         )
 
     def peer_stats(self) -> list[PeerStats]:
@@ -139,6 +142,8 @@ class LinuxHost:
                 links.wire_machine(link, create_netns=self.create_netns)
             case UnwireMachine(link=link):
                 links.unwire_machine(link, delete_netns=self._made_here(link))
+            case RemoveStrayLink(ifname=ifname):
+                links.delete_machine_link(ifname)
             case AddRoute(route=route):
                 links.add_route(route)
             case RemoveRoute(route=route):
@@ -163,6 +168,8 @@ class LinuxHost:
                 assert_never(op)
 
     def _made_here(self, link: MachineLink) -> bool:
+        """Whether unwiring ``link`` removes its namespace: only one the agent makes itself
+        (``sixpn-m-*``); an orchestrator's namespace is never removed, whatever is in it."""
         return self.create_netns and link.netns.startswith(MACHINE_NETNS_PREFIX)
 
     # -- teardown ----------------------------------------------------------------------------

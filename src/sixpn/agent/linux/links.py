@@ -10,6 +10,23 @@ Rules that hold:
 
 - ``wire_machine`` is idempotent and completes a partial wiring; ``read_machines`` returns only
   machines wired completely, so that the planner re-wires the others;
+- the record comes first and goes last (issue 17). A namespace the agent makes is named last:
+  made without a name and held by the wiring process alone, it receives the veth pair, the
+  host side gets its alias (the record of the machine), and only then the namespace gets its
+  name in ``/var/run/netns``. Unwiring removes the files and the namespace first and the host
+  side last. So a wiring or unwiring cut short at any point leaves either nothing (a nameless
+  namespace dies with the process, and its veth pair with it), or a host-side link that
+  records the machine (a partial wiring, completed or unwired by the next plan), or, in a
+  namespace that existed already, a pair whose host side records nothing yet (a stray link,
+  removed whole). Left behind is at most the empty mount point of a naming or a removal cut
+  short between two system calls, as with ``ip netns add``/``del``: a wiring of the same
+  machine mounts on it;
+- a namespace that exists already is never made again: a machine whose veth or address was
+  deleted by hand is repaired inside it, and the processes running there keep running. Not
+  covered: a namespace with nothing of the host's pointing at it (left by an agent older than
+  the order above, or a machine whose veth was deleted by hand and that went away before any
+  repair). ``/var/run/netns`` is shared by every agent on the machine (the lab runs several),
+  so a ``sixpn-m-*`` namespace alone does not say whose it is: it is left to its owner;
 - the host side's alias records what it was wired for (``sixpn <id> <address> <netns>``), and
   ``read_machines`` checks that against the kernel (the peer's namespace by its netns ID, the
   peer's index, addresses, routes, files) instead of trusting it;
@@ -37,6 +54,7 @@ from sixpn.core.addressing import DNS_ADDRESS, SIXPN_PREFIX
 from sixpn.core.hoststate import (
     HOST_SIDE_ADDRESS,
     MACHINE_IF_PREFIX,
+    MACHINE_NETNS_PREFIX,
     MAIN_TABLE,
     PEERING_RULE_PRIORITY,
     PEERING_TABLE,
@@ -77,34 +95,46 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
     alias = _alias(link)
     if not _NETNS_NAME.match(link.netns) or len(alias) > _ALIAS_MAX:
         raise InvalidInput(f"{what}: not a usable namespace name", field="netns")
-    if not (NETNS_DIR / link.netns).exists():
+    path = NETNS_DIR / link.netns
+    named = _sys.is_netns(path)
+    if not named:
         if not create_netns:
             raise NotFound(f"{what}: the namespace does not exist")
+        if path.exists() and not link.netns.startswith(MACHINE_NETNS_PREFIX):
+            raise Conflict(f"{what}: {path} exists and is not a namespace")
         _check_netns_store_shared(what)
-        with _sys.netlink(f"{what}: creating the namespace"):
-            netns.create(link.netns)
-    with _sys.netlink(what), IPRoute() as ipr, _sys.ipr_in(NETNS_DIR / link.netns) as ns:
-        host = _ensure_veth(ipr, ns, link, what)
-        ipr.link("set", index=host, ifalias=alias, mtu=MTU, state="up")
-        _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
-        (lo,) = ns.link_lookup(ifname="lo")
-        ns.link("set", index=lo, state="up")
-        (eth0,) = ns.link_lookup(ifname=link.inner_ifname)
-        ns.link("set", index=eth0, mtu=MTU, state="up")
-        _ensure_address(ns, eth0, link.address, 112)
-        ns.route(
-            "replace", dst="::", dst_len=0, gateway=str(HOST_SIDE_ADDRESS), oif=eth0, family=AF6
-        )
-        _introduce(ipr, host, link.address, ns, eth0, HOST_SIDE_ADDRESS)
+    with _sys.netlink(what), IPRoute() as ipr:
+        host = None
+        if not named:  # the pair and the record before the name (module docstring)
+            with _sys.new_netns() as fd:
+                host = _ensure_pair(ipr, link, fd, None, what)
+                _sys.name_netns(fd, path)
+        with _sys.ipr_in(path) as ns:
+            if host is None:
+                host = _ensure_pair(ipr, link, link.netns, ns, what)
+            (eth0,) = ns.link_lookup(ifname=link.inner_ifname)
+            _configure(ipr, ns, host, eth0, link)
     with _sys.netlink(f"{what}: writing {ETC_NETNS / link.netns}"):
         etc = ETC_NETNS / link.netns
         etc.mkdir(parents=True, exist_ok=True)
         for name, text in machine_files(link).items():
-            path = etc / name
-            if not path.exists() or path.read_text() != text:
+            file = etc / name
+            if not file.exists() or file.read_text() != text:
                 tmp = etc / f".{name}.sixpn-tmp"
                 tmp.write_text(text)
-                tmp.replace(path)
+                tmp.replace(file)
+
+
+def _configure(ipr: Any, ns: Any, host: int, eth0: int, link: MachineLink) -> None:
+    """Both ends up with the tunnel's MTU, the addresses, the default route, the neighbours."""
+    ipr.link("set", index=host, mtu=MTU, state="up")
+    _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
+    (lo,) = ns.link_lookup(ifname="lo")
+    ns.link("set", index=lo, state="up")
+    ns.link("set", index=eth0, mtu=MTU, state="up")
+    _ensure_address(ns, eth0, link.address, 112)
+    ns.route("replace", dst="::", dst_len=0, gateway=str(HOST_SIDE_ADDRESS), oif=eth0, family=AF6)
+    _introduce(ipr, host, link.address, ns, eth0, HOST_SIDE_ADDRESS)
 
 
 def _introduce(
@@ -147,15 +177,23 @@ def _check_netns_store_shared(what: str) -> None:
 
 
 def unwire_machine(link: MachineLink, *, delete_netns: bool) -> None:
-    """Remove the veth pair and the files; the namespace too if ``delete_netns``. Idempotent."""
+    """Remove the files, the namespace if ``delete_netns``, then the veth pair: the host side,
+    the record of the machine, goes last, so that an unwiring cut short is still a partial
+    wiring the next plan finishes (module docstring). Idempotent."""
     what = f"unwiring machine {link.machine_id} from namespace {link.netns}"
-    with _sys.netlink(what), IPRoute() as ipr, _sys.ignore(_sys.ENODEV):
-        for index in ipr.link_lookup(ifname=link.host_ifname):
-            ipr.link("del", index=index)
     with _sys.netlink(what):
         remove_machine_files(link.netns)
         if delete_netns and (NETNS_DIR / link.netns).exists():
             netns.remove(link.netns)
+    delete_machine_link(link.host_ifname, what)
+
+
+def delete_machine_link(ifname: str, what: str = "") -> None:
+    """Delete the host-side link ``ifname`` (its veth peer goes with it), if it is there."""
+    what = what or f"deleting machine link {ifname}"
+    with _sys.netlink(what), IPRoute() as ipr, _sys.ignore(_sys.ENODEV):
+        for index in ipr.link_lookup(ifname=ifname):
+            ipr.link("del", index=index)
 
 
 def remove_machine_files(ns: str) -> None:
@@ -209,6 +247,15 @@ class Snapshot:
     def machine_aliases(self) -> list[MachineLink]:
         """Every ``sxm*`` host-side link's record of what it was wired for, complete or not."""
         return [link for msg in self._links if (link := _from_alias(msg)) is not None]
+
+    def stray_machine_links(self) -> frozenset[str]:
+        """The ``sxm*`` links here that record no machine (module docstring)."""
+        return frozenset(
+            str(msg.get_attr("IFLA_IFNAME"))
+            for msg in self._links
+            if str(msg.get_attr("IFLA_IFNAME")).startswith(MACHINE_IF_PREFIX)
+            and _from_alias(msg) is None
+        )
 
     def routes(self) -> frozenset[Route]:
         """The routes with protocol ``ROUTE_PROTO`` in the main table and the peering table,
@@ -289,7 +336,7 @@ def _host_side_ok(
 
 
 def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
-    if not (NETNS_DIR / link.netns).exists():
+    if not _sys.is_netns(NETNS_DIR / link.netns):
         return False
     etc = ETC_NETNS / link.netns
     for name, text in machine_files(link).items():
@@ -318,30 +365,41 @@ def _machine_side_ok(link: MachineLink, *, peer_index: int) -> bool:
         )
 
 
-def _ensure_veth(ipr: Any, ns: Any, link: MachineLink, what: str) -> int:
-    """The host side's index, after making sure its peer is ``eth0`` of the machine namespace."""
+def _ensure_pair(ipr: Any, link: MachineLink, into: str | int, ns: Any, what: str) -> int:
+    """The host side's index, its alias recording ``link``, once its veth peer is ``eth0`` in
+    the machine's namespace: ``ns`` (``into`` is its name), or a namespace not named yet
+    (``ns`` None, ``into`` its descriptor), which has nothing of ours in it."""
     found = ipr.link_lookup(ifname=link.host_ifname)
-    if found:
-        (msg,) = ipr.get_links(found[0])
-        nsid = _nsid(ipr, link.netns)
-        inner = ns.link_lookup(ifname=link.inner_ifname)
-        peer = (msg.get_attr("IFLA_LINK_NETNSID"), [msg.get_attr("IFLA_LINK")])
-        if nsid is not None and peer == (nsid, inner):
-            return int(found[0])
-        ipr.link("del", index=found[0])  # a stale pair (its peer elsewhere): made again
-    if ns.link_lookup(ifname=link.inner_ifname):
-        raise Conflict(f"{what}: {link.inner_ifname} already exists there and is not ours")
-    ipr.link(
-        "add",
-        ifname=link.host_ifname,
-        kind="veth",
-        peer={"ifname": link.inner_ifname, "net_ns_fd": link.netns},
-    )
-    return int(ipr.link_lookup(ifname=link.host_ifname)[0])
+    msg = ipr.get_links(found[0])[0] if found else None
+    if msg is not None and (ns is None or not _pair_ok(ipr, msg, ns, link)):
+        ipr.link("del", index=msg["index"])  # a stale pair (its peer elsewhere): made again
+        msg = None
+    if msg is None:
+        if ns is not None and ns.link_lookup(ifname=link.inner_ifname):
+            raise Conflict(f"{what}: {link.inner_ifname} already exists there and is not ours")
+        peer = {"ifname": link.inner_ifname, "net_ns_fd": into, "mtu": MTU}
+        ipr.link("add", ifname=link.host_ifname, kind="veth", mtu=MTU, peer=peer)
+        (msg,) = ipr.get_links(*ipr.link_lookup(ifname=link.host_ifname))
+    if msg.get_attr("IFLA_IFALIAS") != _alias(link):
+        ipr.link("set", index=msg["index"], ifalias=_alias(link))  # the record
+    return int(msg["index"])
+
+
+def _pair_ok(ipr: Any, msg: Any, ns: Any, link: MachineLink) -> bool:
+    """Whether a host side found by name is a veth whose peer is ``eth0`` in ``ns``."""
+    info = msg.get_attr("IFLA_LINKINFO")
+    if info is None or info.get_attr("IFLA_INFO_KIND") != "veth":
+        return False
+    nsid = msg.get_attr("IFLA_LINK_NETNSID")
+    if nsid is None or nsid != _nsid(ipr, link.netns):
+        return False
+    return bool(ns.link_lookup(ifname=link.inner_ifname) == [msg.get_attr("IFLA_LINK")])
 
 
 def _nsid(ipr: Any, ns: str) -> int | None:
     """The ID this namespace gives ``ns`` (what a veth's IFLA_LINK_NETNSID says), if any."""
+    if not _sys.is_netns(NETNS_DIR / ns):
+        return None
     try:
         fd = os.open(NETNS_DIR / ns, os.O_RDONLY)
     except OSError:

@@ -347,3 +347,25 @@ def test_a_machine_broken_by_hand_is_repaired_in_its_namespace_and_its_process_l
     finally:
         for s in servers:
             s.stop()
+
+
+def test_a_machine_whose_namespace_was_deleted_by_hand_is_wired_again_in_one_reconcile(
+    lab: Lab,
+) -> None:
+    """``ip netns del`` while a process still holds the namespace: the veth lives on in it,
+    recording the machine; the agent makes a new namespace (the name is all it can find) and
+    one reconcile reaches the desired state, routes included."""
+    h, host, host_id, own = host_with_one_machine(lab)
+    client = lab.machine(NET_A, host_id, 0x10002)
+    desired = desired_for(None, [own, client], NETS)
+    converged(h, host, desired)
+    server = Server.start(own.netns)
+    try:
+        before = inode(own.netns)
+        sh("ip", "netns", "del", own.netns)
+        assert own.host_ifname in links_in(h)  # held by the process, with the veth's far end
+        converged(h, host, desired)
+        assert inode(own.netns) != before
+        assert ping(lab, client.netns, own.address)
+    finally:
+        server.stop()

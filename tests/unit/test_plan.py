@@ -215,6 +215,10 @@ def test_a_wiring_cut_short_is_finished_or_removed_at_once_never_left_for_teardo
     for actual in (half, bare):
         assert apply(actual, plan(actual, want)) == want
         assert apply(actual, plan(actual, both)) == both
+    # in part with its route still there: the pair may be made again, so the route too
+    routed = dataclasses.replace(half, routes=both.routes)
+    assert plan(routed, both) == [WireMachine(gone), AddRoute(Route(gone.prefix, gone.host_ifname))]
+    assert apply(routed, plan(routed, both)) == both
     # its veth deleted by hand: the machine is simply not read, and is wired again
     broken = dataclasses.replace(both, machines=want.machines, routes=want.routes)
     assert plan(broken, both) == [

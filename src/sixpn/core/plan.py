@@ -20,6 +20,9 @@ Machines wired in part (``partial_machines``: the host side records the machine,
 else is missing) are completed if still desired, and unwired at once otherwise, not left for
 teardown (issue 17). Host-side machine links that record nothing (``stray_links``) carry no
 machine's traffic: they are removed first, so that a machine still desired is wired afresh.
+A machine wired again may get a new veth pair (the old one's peer was elsewhere), which has
+none of the old routes: its routes are added again (a replace where they were kept), so that
+one apply reaches the desired state whatever the adapter had to remake.
 """
 
 from __future__ import annotations
@@ -202,12 +205,17 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
         if link.machine_id in desired_ids:
             ops.append(UnwireMachine(link))  # rewired below with its new shape
             gone_ifs.add(link.host_ifname)
-    for link in sorted(desired.machines - actual.machines, key=lambda m: m.machine_id):
+    wired = sorted(desired.machines - actual.machines, key=lambda m: m.machine_id)
+    for link in wired:
         ops.append(WireMachine(link))
     routes = actual.routes
     if gone_ifs:
         routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
-    for route in sorted(desired.routes - routes, key=_route_key):
+    # A machine wired again (in part before) may get a new veth pair, which has none of the
+    # old one's routes: its routes are added again (a replace, if they were kept).
+    rewired = {link.host_ifname for link in wired}
+    kept = frozenset(r for r in routes if r.ifname not in rewired) if rewired else routes
+    for route in sorted(desired.routes - kept, key=_route_key):
         ops.append(AddRoute(route))
     for address in sorted(desired.service_addresses - actual.service_addresses):
         ops.append(AddAddress(address))
@@ -316,6 +324,8 @@ def apply(state: HostState, ops: Iterable[Op]) -> HostState:
                     machines=(s.machines - same_id) | {link},
                     partial_machines=s.partial_machines - {link},  # completed
                     stray_links=s.stray_links - {link.host_ifname},  # its link now records it
+                    # a pair made again has no routes (the plan adds them after)
+                    routes=frozenset(r for r in s.routes if r.ifname != link.host_ifname),
                 )
             case UnwireMachine(link=link):
                 routes = frozenset(r for r in s.routes if r.ifname != link.host_ifname)

@@ -369,3 +369,14 @@ def test_a_machine_whose_namespace_was_deleted_by_hand_is_wired_again_in_one_rec
         assert ping(lab, client.netns, own.address)
     finally:
         server.stop()
+
+
+def test_an_empty_mount_point_left_by_a_naming_cut_short_is_named_on(lab: Lab) -> None:
+    """What a naming killed between its two system calls leaves (as ``ip netns add`` can):
+    the machine is wired on it, and the namespace answers to its name."""
+    h, host, _, own = host_with_one_machine(lab)
+    Path(f"/var/run/netns/{own.netns}").touch()
+    converged(h, host, desired_for(None, [own], NETS))
+    assert f"{own.address}/112" in sh("ip", "-n", own.netns, "-6", "addr", "show", "dev", "eth0")
+    converged(h, host, desired_for(None, [], NETS))
+    assert leftovers(h, own) == []

@@ -151,7 +151,11 @@ def name_netns(fd: int, path: Path) -> None:
     (``/var/run/netns/<name>``), in a directory shared with the other mount namespaces. An
     empty mount point already there (a naming cut short) is mounted on."""
     _share(path.parent)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0))
+    try:
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
+    except FileExistsError:
+        if is_netns(path):
+            raise  # named by someone else meanwhile: never mounted over
     if _libc.mount(f"/proc/self/fd/{fd}".encode(), bytes(path), None, _MS_BIND, None) != 0:
         code = ctypes.get_errno()
         with contextlib.suppress(OSError):

@@ -169,6 +169,16 @@ Op = (
 )
 
 
+_E = TypeVar("_E")
+
+
+def _minus(a: frozenset[_E], b: frozenset[_E]) -> frozenset[_E]:
+    """``a - b``, at no cost when they are one set: the desired state kept change by change
+    (core/incremental.py) shares every part a change did not touch with the state before, so
+    that planning a change costs the parts it moved, not the whole host."""
+    return frozenset() if a is b else a - b
+
+
 def _by_key(peers: Iterable[WgPeer]) -> dict[str, WgPeer]:
     return {p.public_key: p for p in peers}
 
@@ -184,12 +194,12 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     if not actual.nft_rules_ok:
         ops.append(ReplaceNftTable(desired.pairs, desired.sources, desired.peered))
     else:
-        if desired.pairs - actual.pairs:
-            ops.append(AddPairs(desired.pairs - actual.pairs))
-        if desired.sources - actual.sources:
-            ops.append(AddSources(desired.sources - actual.sources))
-        if desired.peered - actual.peered:
-            ops.append(AddPeered(desired.peered - actual.peered))
+        if _minus(desired.pairs, actual.pairs):
+            ops.append(AddPairs(_minus(desired.pairs, actual.pairs)))
+        if _minus(desired.sources, actual.sources):
+            ops.append(AddSources(_minus(desired.sources, actual.sources)))
+        if _minus(desired.peered, actual.peered):
+            ops.append(AddPeered(_minus(desired.peered, actual.peered)))
 
     # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
     gone_ifs: set[str | None] = set()
@@ -198,30 +208,36 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     for ifname in sorted(actual.stray_links):
         ops.append(RemoveStrayLink(ifname))
         gone_ifs.add(ifname)
-    stale_machines = (actual.machines | actual.partial_machines) - desired.machines
+    stale_machines = _minus(actual.machines, desired.machines) | (
+        actual.partial_machines - desired.machines
+    )
     # (a change of one machine of a host holding a thousand costs that machine, not the host)
     desired_ids = {m.machine_id for m in desired.machines} if stale_machines else set()
     for link in sorted(stale_machines, key=_link_key):
         if link.machine_id in desired_ids:
             ops.append(UnwireMachine(link))  # rewired below with its new shape
             gone_ifs.add(link.host_ifname)
-    wired = sorted(desired.machines - actual.machines, key=lambda m: m.machine_id)
+    wired = sorted(_minus(desired.machines, actual.machines), key=lambda m: m.machine_id)
     for link in wired:
         ops.append(WireMachine(link))
     routes = actual.routes
     if gone_ifs:
         routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
     # A machine wired again (in part before) may get a new veth pair, which has none of the
-    # old one's routes: its routes are added again (a replace, if they were kept).
-    rewired = {link.host_ifname for link in wired}
-    kept = frozenset(r for r in routes if r.ifname not in rewired) if rewired else routes
-    for route in sorted(desired.routes - kept, key=_route_key):
+    # old one's routes: its routes are added again (a replace, if they were kept). A machine's
+    # only route is its /112 on its veth (core.desired): looked up, not searched for, so that
+    # wiring one machine of a host with a thousand costs that machine.
+    again = {Route(link.prefix, link.host_ifname) for link in wired} & desired.routes
+    for route in sorted(_minus(desired.routes, routes) | again, key=_route_key):
         ops.append(AddRoute(route))
     for address in sorted(desired.service_addresses - actual.service_addresses):
         ops.append(AddAddress(address))
     kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
     # only the peers that differ are looked at: a thousand that did not change cost nothing
-    have, want = _by_key(kept_peers - desired.wg_peers), _by_key(desired.wg_peers - kept_peers)
+    have, want = (
+        _by_key(_minus(kept_peers, desired.wg_peers)),
+        _by_key(_minus(desired.wg_peers, kept_peers)),
+    )
     changed = frozenset(p for key, p in want.items() if not _same_peer(have.get(key), p))
     if changed:
         ops.append(SetPeers(changed))
@@ -231,17 +247,17 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
         ops.append(RemovePeers(frozenset(have.keys() - want.keys())))
     for address in sorted(actual.service_addresses - desired.service_addresses):
         ops.append(RemoveAddress(address))
-    for route in sorted(routes - desired.routes, key=_route_key):
+    for route in sorted(_minus(routes, desired.routes), key=_route_key):
         ops.append(RemoveRoute(route))
     for link in sorted(stale_machines, key=_link_key):
         if link.machine_id not in desired_ids:
             ops.append(UnwireMachine(link))
-    if actual.nft_rules_ok and actual.peered - desired.peered:
-        ops.append(RemovePeered(actual.peered - desired.peered))
-    if actual.nft_rules_ok and actual.sources - desired.sources:
-        ops.append(RemoveSources(actual.sources - desired.sources))
-    if actual.nft_rules_ok and actual.pairs - desired.pairs:
-        ops.append(RemovePairs(actual.pairs - desired.pairs))
+    if actual.nft_rules_ok and _minus(actual.peered, desired.peered):
+        ops.append(RemovePeered(_minus(actual.peered, desired.peered)))
+    if actual.nft_rules_ok and _minus(actual.sources, desired.sources):
+        ops.append(RemoveSources(_minus(actual.sources, desired.sources)))
+    if actual.nft_rules_ok and _minus(actual.pairs, desired.pairs):
+        ops.append(RemovePairs(_minus(actual.pairs, desired.pairs)))
     if desired.wg_ifname is None and actual.wg_ifname is not None:
         ops.append(RemoveWg(actual.wg_ifname))
     return ops

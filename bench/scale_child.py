@@ -415,7 +415,8 @@ def dns_changes(server: DnsServer, view: View, args: argparse.Namespace) -> dict
 
 
 def agent(args: argparse.Namespace) -> dict[str, Any]:
-    view = View.from_snapshot(parse_snapshot(args.url, fetch(args.url, args.token)))
+    raw = fetch(args.url, args.token)
+    view = View.from_snapshot(parse_snapshot(args.url, raw))
     me = min(view.hosts.values(), key=lambda h: h.host_id).name  # the generator's dense host
     live_by_host: dict[str, int] = {}
     for m in view.machines.values():
@@ -424,13 +425,7 @@ def agent(args: argparse.Namespace) -> dict[str, Any]:
     typical = sorted(live_by_host, key=lambda h: (live_by_host[h], h))[len(live_by_host) // 2]
 
     def build(host: str) -> HostState:
-        return desired_state(
-            view.hosts[host],
-            view.hosts,
-            view.machines.values(),
-            view.peers.values(),
-            listen_port=51820,
-        )
+        return build_on(view, host)
 
     def timed(fn: Callable[[], Any], rounds: int) -> tuple[Any, list[float]]:
         """``fn``'s result and its CPU milliseconds (this thread's), ``rounds`` times."""
@@ -471,11 +466,14 @@ def agent(args: argparse.Namespace) -> dict[str, Any]:
     # as the agent does once a snapshot is loaded (follower.py): the state leaves the cyclic
     # GC's walks, which would otherwise land in the middle of the changes timed below (a full
     # collection walks every entity: gc_full_ms)
+    # the checked pass's copy of the snapshot, made before the freeze: like the view, out of
+    # the collections that would otherwise fall in the timed changes
+    twin = View.from_snapshot(parse_snapshot(args.url, raw))  # for the checked pass
     settle()
     t = time.perf_counter()
     gc.collect()
     out["gc_full_frozen_ms"] = 1e3 * (time.perf_counter() - t)
-    out["changes"] = agent_changes(view, kept, desired, build, args)
+    out["changes"] = agent_changes(view, kept, desired, args, twin)
     gc.unfreeze()
     return out
 
@@ -484,9 +482,15 @@ def agent_changes(
     view: View,
     kept: IncrementalDesired,
     desired: HostState,
-    build: Callable[[str], HostState],
     args: argparse.Namespace,
+    twin: View,
 ) -> dict[str, Any]:
+    """Each change's cost the agent's way (timed on its own: change after change, as an agent
+    takes a stream), then the same changes replayed on ``twin`` (the same snapshot, another
+    copy) to check every kept state and plan against a rebuild from scratch, and to time that
+    rebuild. Two passes, because a rebuild at 100k machines (~125 ms, tens of thousands of
+    objects made and collected) between two timed changes would evict the caches the next one
+    runs in: a cost of the benchmark that grows with the fleet, not of the agent."""
     me = kept.me
     make = Changes(view, random.Random(args.seed))
     elsewhere = {"near": lambda m: True, "avoid": me, "pick": lambda m: m.host != me}
@@ -494,30 +498,33 @@ def agent_changes(
         ("machine created here", {"near": lambda m: m.host == me, "host": me})
     ]
     found: dict[str, dict[str, list[float]]] = {}
-    prev = desired  # the way before: the last state rebuilt
+    steps: list[tuple[str, bytes, HostState, list[Any], bool]] = []
     applied = kept.state  # the agent's way: the last state kept (its parts shared, not rebuilt)
     for i in range(args.changes * len(kinds)):
         kind, where = kinds[i % len(kinds)]
         _, line = make.make(kind.replace(" here", ""), **where)
         deltas: list[Delta] = view.apply(parse_line(args.url, line))
         row = found.setdefault(kind, {k: [] for k in ("kept_ms", "rebuild_ms", "ops", "moved")})
-        t = time.thread_time()  # the agent's way: the change taken in, a plan if it moved
+        t = time.thread_time()  # the change taken in, a plan if it moved
         moved = kept.apply(deltas)
         ops = plan(applied, kept.state) if moved else []
-        applied = kept.state
         row["kept_ms"].append(1e3 * (time.thread_time() - t))
-        t = time.thread_time()  # the way before: rebuilt from the view, compared, planned
-        new = build(me)
+        applied = kept.state
+        steps.append((kind, line, kept.state, ops, moved))
+    prev = desired  # the way before: rebuilt from the view, compared, planned
+    for kind, line, state, ops, moved in steps:
+        twin.apply(parse_line(args.url, line))
+        row = found[kind]
+        t = time.thread_time()
+        new = build_on(twin, me)
         before = [] if new == prev else plan(prev, new)
         row["rebuild_ms"].append(1e3 * (time.thread_time() - t))
-        assert new == kept.state, f"kept and rebuilt states differ after {kind}"
+        assert new == state, f"kept and rebuilt states differ after {kind}"
         assert before == ops, f"kept and rebuilt plans differ after {kind}"
         row["ops"].append(float(len(ops)))
         row["moved"].append(float(moved))
         prev = new
-        # untimed: the garbage of the rebuild above (tens of thousands of objects at 100k) is
-        # collected here, not by a collection that would fall in the next change's timing
-        gc.collect()
+        gc.collect()  # untimed: the rebuild's garbage, out of the next rebuild's timing
     return {
         kind: {
             "desired_plan_ms": summary(r["kept_ms"]),
@@ -527,6 +534,12 @@ def agent_changes(
         }
         for kind, r in found.items()
     }
+
+
+def build_on(view: View, host: str) -> HostState:
+    return desired_state(
+        view.hosts[host], view.hosts, view.machines.values(), view.peers.values(), listen_port=51820
+    )
 
 
 # --- the server's side: the snapshot's assembly -------------------------------------------------

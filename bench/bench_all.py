@@ -39,7 +39,18 @@ ROOT = HERE.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 IMG = ROOT / "docs" / "img"
 # The order they run in: the SPEC 9 ones first.
-ORDER = ("dns", "propagation", "scale", "datapath", "peers", "resync", "forward", "vpc", "ha")
+ORDER = (
+    "dns",
+    "propagation",
+    "scale",
+    "datapath",
+    "peers",
+    "resync",
+    "forward",
+    "vpc",
+    "ha",
+    "faults",
+)
 PLOT_TITLES = {
     "dns-latency": "DNS latency at 10k queries/s",
     "propagation": "propagation delay, CDF",

@@ -36,7 +36,7 @@ import dnsbench_report as dnr
 import scale_report as scr
 
 SPEC_BENCHES = ("dns", "propagation", "datapath", "scale", "peers")
-HEADLINE_BENCHES = ("resync", "forward", "vpc", "ha")
+HEADLINE_BENCHES = ("resync", "forward", "vpc", "ha", "faults")
 TITLES = {
     "dns": "DNS: CPU per query and QPS against Knot and Unbound, p99 at 10k qps",
     "propagation": "Propagation: API call -> every host's DNS, -> first packet",
@@ -402,6 +402,17 @@ def ha_line(data: dict[str, Any]) -> str:
     )
 
 
+def faults_line(data: dict[str, Any]) -> str:
+    by_fault: dict[str, list[dict[str, Any]]] = {}
+    for r in data["rows"]:
+        by_fault.setdefault(r["fault"], []).append(r)
+    parts = []
+    for fault, rows in by_fault.items():
+        lost = "/".join(str(sum(r["lost"][k] for r in rows)) for k in ("a1->b1", "a1->c1"))
+        parts.append(f"{fault} {med(r['recovery_s'] for r in rows):.2f} s (lost {lost})")
+    return "recovery, median; packets lost a1->b1/a1->c1 over all rounds: " + "; ".join(parts)
+
+
 ROWS: dict[str, Callable[[Any], list[Row]]] = {
     "dns": dns_rows,
     "propagation": propagation_rows,
@@ -414,6 +425,7 @@ HEADLINES: dict[str, Callable[[Any], str]] = {
     "forward": forward_line,
     "vpc": vpc_line,
     "ha": ha_line,
+    "faults": faults_line,
 }
 
 

@@ -290,6 +290,16 @@ CASES = [
     Case("other host status write", fixed("PUT", "/v1/hosts/h3/status", STATUS), admin_only(403)),
     Case("read host status", fixed("GET", "/v1/hosts/h2/status"), fabric_reader(200)),
     Case(
+        "own host endpoint",
+        fixed("PUT", "/v1/hosts/h2/endpoint", {"endpoint": "192.0.2.1:51820"}),
+        admin_only(200) | {"host": 200},
+    ),
+    Case(
+        "other host endpoint",
+        fixed("PUT", "/v1/hosts/h3/endpoint", {"endpoint": "192.0.2.1:51820"}),
+        admin_only(200),
+    ),
+    Case(
         "own peer report",
         fixed("PUT", "/v1/hosts/h2/peers", {"peers": []}),
         admin_only(403) | {"host": 200},

@@ -57,6 +57,16 @@ class Fabric:
         src_m, address = self.m[src], self.m[dst]["address"]
         wait_until(lambda: self.ping(src_m, address), timeout, f"{src} reaching {dst}")
 
+    def wait_ready(self, pairs: tuple[tuple[str, str], ...]) -> None:
+        """Every machine wired, every agent at the store's revision, and each of ``pairs``
+        (one pair per pair of hosts) through its first WireGuard handshake: on a loaded
+        machine a first handshake can outlast a test's 1-2 s."""
+        for machine in self.m.values():
+            self.lab.wait_wired(machine, timeout=30)
+        self.lab.wait_settled(timeout=30)
+        for src, dst in pairs:
+            self.wait_reachable(src, dst)
+
     def listening(
         self, machine: Machine, kind: str, port: int
     ) -> contextlib.AbstractContextManager[Path]:
@@ -137,13 +147,7 @@ def fabric(
             ("x-c", "beta", "web", "c"),
         ):
             fab.m[label] = fab.machine(org, app, host)
-        for machine in fab.m.values():
-            lab.wait_wired(machine, timeout=30)
-        lab.wait_settled(timeout=30)
-        # Every pair of hosts has made its WireGuard handshake before the tests time single
-        # packets: on a loaded machine a first handshake can outlast a test's 1-2 s.
-        for src, dst in (("a1", "b1"), ("a1", "c1"), ("b1", "c1")):
-            fab.wait_reachable(src, dst)
+        fab.wait_ready((("a1", "b1"), ("a1", "c1"), ("b1", "c1")))
         yield fab
     finally:
         lab.down()

@@ -348,3 +348,19 @@ def test_plots_write_non_empty_pngs(outputs: Path, tmp_path: Path) -> None:
         assert path == dest / f"bench-{what}-2026-12-05.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert path.stat().st_size > 10_000
+
+
+def test_the_faults_headline_gives_each_faults_median_and_total_loss(tmp_path: Path) -> None:
+    def row(fault: str, seconds: float, lost_b: int, lost_c: int) -> dict[str, Any]:
+        lost = {"a1->b1": lost_b, "a1->c1": lost_c}
+        return {"fault": fault, "round": 0, "recovery_s": seconds, "lost": lost, "sent": lost}
+
+    rows = [row("cable pulled", s, 600, 0) for s in (1.0, 3.0, 2.0)]
+    rows.append(row("control plane down", 2.5, 0, 1))
+    (tmp_path / "faults-20261206T000000Z.json").write_text(json.dumps({"rows": rows}))
+    _, lines = summary.collect(tmp_path, only=["faults"])
+    assert lines == [
+        "faults: recovery, median; packets lost a1->b1/a1->c1 over all rounds: cable pulled "
+        "2.00 s (lost 1800/0); control plane down 2.50 s (lost 0/1) "
+        "(faults-20261206T000000Z.json)"
+    ]

@@ -22,6 +22,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from sixpn.agent import endpoint
 from sixpn.agent.datadir import DataDir
 from sixpn.agent.metrics import AgentCollector
 from sixpn.agent.ports import HostPort
@@ -67,6 +68,7 @@ class AgentSettings:
     # The orchestrator's namespace of a machine, e.g. "vm-{id}": used when /var/run/netns/<it>
     # exists; otherwise the agent makes sixpn-m-<id> itself (SPEC 7).
     netns_template: str | None = None
+    ca: Path | None = None  # the CA of an https control plane; None: the system's trust store
 
     def check(self) -> None:
         validate_name(self.name, field="name")
@@ -107,7 +109,7 @@ class Agent:
                 "this host has not joined yet: give --join-token", field="join_token"
             )
         s = self.settings
-        async with Client(s.control, s.join_token) as client:
+        async with Client(s.control, s.join_token, ca=s.ca) as client:
             joined = await client.join_host(
                 s.name, s.region, s.endpoint, public_key, gateway=s.gateway
             )
@@ -140,7 +142,7 @@ class Agent:
             on_applied=self._applied,
             fleet=fleet,
         )
-        async with Client(s.control, credential) as client:
+        async with Client(s.control, credential, ca=s.ca) as client:
             regions = await fetch_regions(client)
             zone = Zone(zone_settings(regions, s.region, api_in_network=False))
             upstreams = [parse_upstream(u) for u in s.upstreams] or upstreams_from_resolv_conf()
@@ -167,8 +169,9 @@ class Agent:
                 asyncio.create_task(follower.run(), name="follower"),
                 asyncio.create_task(reconciler.run(), name="reconciler"),
                 asyncio.create_task(self._resync(follower), name="resync"),
-                asyncio.create_task(self._report(client, host), name="status"),
+                asyncio.create_task(self._report(client, host, follower), name="status"),
                 asyncio.create_task(self._serve_service_addresses(), name="dns-addresses"),
+                asyncio.create_task(self._follow_endpoint(client, follower), name="endpoint"),
             ]
             if s.gateway:
                 reporter = self._report_peers(client, host, follower)
@@ -207,6 +210,27 @@ class Agent:
             await asyncio.sleep(self.settings.resync_seconds)
             if follower.loaded.is_set():
                 self.reconciler.request(follower.view, full=True)
+
+    async def _follow_endpoint(self, client: Client, follower: Follower) -> None:
+        """Keep the host's recorded endpoint what it is now (agent/endpoint.py): at start, and
+        every few seconds after, so that a moved address reaches the other hosts."""
+        me = self.settings.name
+        follow = endpoint.EndpointFollower(self.settings.endpoint)
+        if follow.follows:
+            log.info("endpoint %s is this host's: followed if it moves", self.settings.endpoint)
+        while True:
+            await follower.loaded.wait()
+            hosts = follower.view.hosts
+            recorded = hosts[me].endpoint if me in hosts else None
+            others = [h.endpoint for name, h in sorted(hosts.items()) if name != me]
+            now = await asyncio.to_thread(follow.current, others)
+            if recorded is not None and now != recorded:
+                try:
+                    await client.set_host_endpoint(me, now)
+                    log.info("endpoint moved: %s -> %s (told the control plane)", recorded, now)
+                except SixpnError as exc:  # tried again next time
+                    log.warning("endpoint %s not recorded: %s", now, exc.message)
+            await asyncio.sleep(endpoint.CHECK_SECONDS)
 
     def _applied(self, revision: int, desired: HostState) -> None:
         if self._last is not None and self._last[1].wg_peers != desired.wg_peers:
@@ -287,9 +311,11 @@ class Agent:
                 continue
             sent, last_sent = now_seen, time.monotonic()
 
-    async def _report(self, client: Client, host: HostPort) -> None:
+    async def _report(self, client: Client, host: HostPort, follower: Follower) -> None:
         """Write status.json and tell the control plane, at most once a second unless the
-        WireGuard peers changed."""
+        WireGuard peers changed. ``wired`` says what each wired machine is (org, app, address,
+        namespace): what runs on this host stays known with the control plane down (``sixpn
+        lab exec``)."""
         while True:
             await self._status_due.wait()
             self._status_due.clear()
@@ -297,6 +323,19 @@ class Agent:
             assert self.reconciler is not None
             revision, desired = self._last
             stats = self.reconciler.stats
+            machines = follower.view.machines
+            wired = []
+            for link in sorted(desired.machines, key=lambda k: k.machine_id):
+                m = machines.get(link.machine_id)
+                wired.append(
+                    {
+                        "id": link.machine_id,
+                        "org": m.org if m else None,
+                        "app": m.app if m else None,
+                        "address": str(link.address),
+                        "netns": link.netns,
+                    }
+                )
             self.data.save_status(
                 {
                     "host": self.settings.name,
@@ -304,6 +343,7 @@ class Agent:
                     "interface": desired.wg_ifname,
                     "applied_revision": revision,
                     "machines": sorted(m.machine_id for m in desired.machines),
+                    "wired": wired,
                     "peers": len(desired.wg_peers),
                     "reconciles": stats.runs,
                     "operations": stats.ops_applied,

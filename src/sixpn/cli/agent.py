@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from sixpn.cli.common import ca_option
+
 DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
 
 
@@ -17,6 +19,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
     envvar="SIXPN_API",
     help="Control plane URL, or several replicas' URLs separated by commas.",
 )
+@ca_option
 @click.option("--join-token", envvar="SIXPN_JOIN_TOKEN", help="Join token (first start only).")
 @click.option("--name", help="This host's name (a DNS label).")
 @click.option("--region", help="This host's region code.")
@@ -51,6 +54,7 @@ DEFAULT_DATA_DIR = Path("/var/lib/sixpn/agent")
 def agent(
     ctx: click.Context,
     control: str | None,
+    ca: Path | None,
     join_token: str | None,
     name: str | None,
     region: str | None,
@@ -104,6 +108,7 @@ def agent(
         wg_ifname=wg_ifname,
         metrics=metrics,
         netns_template=netns_template,
+        ca=ca,
     )
     click.echo(f"sixpn agent: host '{name}', WireGuard backend: {backend}", err=True)
     runner = Agent(settings, lambda ifname, key: LinuxHost(ifname, key, backend))

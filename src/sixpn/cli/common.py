@@ -23,6 +23,7 @@ import json
 import logging
 import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeAlias, TypeVar
 
 import click
@@ -44,6 +45,17 @@ def org_option(fn: F) -> F:
         required=True,
         metavar="ORG",
         help="Organization (default: $SIXPN_ORG).",
+    )(fn)
+
+
+def ca_option(fn: F) -> F:
+    """``--ca FILE`` of a long-running process that follows the control plane (agent, DNS)."""
+    return click.option(
+        "--ca",
+        type=click.Path(dir_okay=False, path_type=Path),
+        envvar="SIXPN_CA",
+        help="Trust only this CA (PEM) for an https:// control plane (default: the system's "
+        "store).",
     )(fn)
 
 

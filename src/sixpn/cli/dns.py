@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import click
+
+from sixpn.cli.common import ca_option
 
 
 @click.command("dns")
@@ -14,6 +17,7 @@ import click
     required=True,
     help="Control plane URL, or several replicas' URLs separated by commas.",
 )
+@ca_option
 @click.option(
     "--token", envvar="SIXPN_TOKEN", required=True, help="Host credential or admin token."
 )
@@ -37,6 +41,7 @@ import click
 @click.option("--api-in-network", is_flag=True, help="Answer _api.internal with <net48>::3.")
 def dns(
     control: str,
+    ca: Path | None,
     token: str,
     listen: tuple[str, ...],
     region: str | None,
@@ -57,5 +62,6 @@ def dns(
         metrics=metrics,
         ttl=ttl,
         api_in_network=api_in_network,
+        ca=ca,
     )
     asyncio.run(run_dns(settings))

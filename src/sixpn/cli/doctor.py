@@ -10,6 +10,7 @@ failure).
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from pathlib import Path
 
@@ -118,7 +119,8 @@ def isolation(data_dir: Path) -> None:
         raise click.UsageError(f"{data_dir}: no agent state here (host.json, credential)")
 
     async def snapshot_view() -> View:
-        async with Client(str(identity["control"]), credential) as client:
+        ca = os.environ.get("SIXPN_CA") or None  # the agent's CA (also `sixpn --ca FILE`)
+        async with Client(str(identity["control"]), credential, ca=ca) as client:
             return View.from_snapshot(await client.snapshot())
 
     view = asyncio.run(snapshot_view())

@@ -7,6 +7,7 @@ before the command exits. ``down`` removes everything ``lab.json`` names, also a
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import os
@@ -24,7 +25,6 @@ import click
 from sixpn.lab import laptop
 from sixpn.lab.fabric import Lab, LabError
 from sixpn.lab.inventory import collect, resolve
-from sixpn.lab.inventory import store as store_status
 from sixpn.lab.topology import Topology, default, describe, load, populate
 
 DEFAULT_DIR = Path("/var/lib/sixpn-lab")
@@ -175,17 +175,19 @@ def up(ctx: click.Context, topology: Path | None, store: str) -> None:
 def status(ctx: click.Context, as_json: bool) -> None:
     """The store, hosts, machines (id, org, app, region, host, address, namespace, state),
     peers."""
-    the_lab = _lab(ctx)
-    try:
-        inv = collect(the_lab)
-    except LabError:
-        if not as_json:  # what is left of the control plane: where to look
-            _show_store(store_status(the_lab))
-        raise
+    inv = collect(_lab(ctx))
     if as_json:
         click.echo(json.dumps(inv, indent=2))
         return
     click.echo(f"lab {inv['lab']['dir']} (API {inv['lab']['api']})")
+    control = inv["control_plane"]
+    if not control["answers"]:
+        as_of = "never seen" if control["as_of"] is None else f"as of {_when(control['as_of'])}"
+        click.echo(
+            f"\ncontrol plane DOWN: {control['error']}\n"
+            f"  machines and peers below: last seen ({as_of}), less the machines whose "
+            "namespace is gone, plus those the agents wired since"
+        )
     _show_store(inv["store"])
     click.echo("\nhosts")
     _table(
@@ -200,6 +202,11 @@ def status(ctx: click.Context, as_json: bool) -> None:
     if inv["vpcs"]:
         click.echo("\nvpcs (database URLs: lab status --json)")
         _table(inv["vpcs"], ("name", "org", "nat", "ec2", "db", "forward_running", "db_running"))
+
+
+def _when(timestamp: float) -> str:
+    moment = datetime.datetime.fromtimestamp(timestamp, tz=datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _show_store(store: dict[str, Any]) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 from collections.abc import AsyncGenerator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -31,9 +32,10 @@ from pydantic import BaseModel
 
 from sixpn.client import feed
 from sixpn.client.feed import ChangeBatch, Snapshot
-from sixpn.client.wire import check_url, decode, error_from_answer, translating
+from sixpn.client.wire import check_url, decode, error_from_answer, tls_context, translating
 from sixpn.control.api.schemas import (
     AppCreate,
+    HostEndpoint,
     HostJoin,
     HostJoined,
     HostStatusReport,
@@ -78,6 +80,7 @@ def _http_client(
     headers: Mapping[str, str],
     timeout: httpx.Timeout,
     transport: httpx.AsyncBaseTransport | None,
+    verify: ssl.SSLContext | bool,
 ) -> httpx.AsyncClient:
     base_url = url
     if url.startswith("unix:"):
@@ -85,7 +88,11 @@ def _http_client(
         transport = transport or httpx.AsyncHTTPTransport(uds=url[5:])
         base_url = "http://sixpn"
     return httpx.AsyncClient(
-        base_url=base_url, headers=dict(headers), timeout=timeout, transport=transport
+        base_url=base_url,
+        headers=dict(headers),
+        timeout=timeout,
+        transport=transport,
+        verify=verify,
     )
 
 
@@ -122,8 +129,15 @@ class Client:
         timeout: httpx.Timeout = DEFAULT_TIMEOUT,
         watch_read_timeout: float = WATCH_READ_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca: str | os.PathLike[str] | None = None,
     ) -> None:
         self.urls = split_urls(url)
+        self._ca = None if ca is None else os.fspath(ca)
+        # One TLS context for every replica, made only when one is https (it reads the
+        # system's trust store, or the CA file, which must then be usable: InvalidInput).
+        verify: ssl.SSLContext | bool = True
+        if any(u.startswith("https:") for u in self.urls):
+            verify = tls_context(self._ca)
         self._current = 0
         self._has_token = bool(token)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -132,7 +146,7 @@ class Client:
             connect=timeout.connect, read=watch_read_timeout, write=timeout.write, pool=timeout.pool
         )
         self._clients = [
-            _http_client(u, headers, timeout, transport if len(self.urls) == 1 else None)
+            _http_client(u, headers, timeout, transport if len(self.urls) == 1 else None, verify)
             for u in self.urls
         ]
 
@@ -153,9 +167,15 @@ class Client:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Client:
-        """``SIXPN_API`` (default ``http://127.0.0.1:7180``) and ``SIXPN_TOKEN``."""
+        """``SIXPN_API`` (default ``http://127.0.0.1:7180``), ``SIXPN_TOKEN``, and ``SIXPN_CA``
+        (the CA that an https control plane's certificate must chain to; default: the
+        system's trust store)."""
         env = os.environ if environ is None else environ
-        return cls(env.get("SIXPN_API") or DEFAULT_API, env.get("SIXPN_TOKEN") or None)
+        return cls(
+            env.get("SIXPN_API") or DEFAULT_API,
+            env.get("SIXPN_TOKEN") or None,
+            ca=env.get("SIXPN_CA") or None,
+        )
 
     @property
     def has_token(self) -> bool:
@@ -194,7 +214,7 @@ class Client:
         for tries_left in reversed(range(len(self.urls))):
             url, http = self.url, self._http
             try:
-                with translating(url):
+                with translating(url, ca=self._ca):
                     resp = await http.request(method, path, json=payload, params=params)
             except Unavailable as exc:
                 if not tries_left or not _may_resend(method, exc):
@@ -384,6 +404,12 @@ class Client:
     async def delete_host(self, name: str) -> None:
         await self._delete(f"/v1/hosts/{_seg(name)}")
 
+    async def set_host_endpoint(self, name: str, endpoint: str) -> Host:
+        """A host's new underlay endpoint (admin, or that host's own credential)."""
+        body = HostEndpoint(endpoint=endpoint)
+        path = f"/v1/hosts/{_seg(name)}/endpoint"
+        return decode(self.url, Host, await self._call("PUT", path, body=body))
+
     async def report_host_status(
         self, name: str, *, backend: str, applied_revision: int, message: str = ""
     ) -> HostStatus:
@@ -421,7 +447,7 @@ class Client:
         """
         url, http = self.url, self._http
         try:
-            with translating(url):
+            with translating(url, ca=self._ca):
                 async with http.stream(
                     "GET", "/v1/watch", params={"since": since}, timeout=self._watch_timeout
                 ) as resp:

@@ -7,6 +7,8 @@ never leaves it; the server only ever sees the public key.
 
 from __future__ import annotations
 
+import dataclasses
+
 from sixpn.control import codec, keys
 from sixpn.control.context import Context
 from sixpn.control.tokens import Tokens
@@ -72,6 +74,21 @@ class Hosts:
     async def list(self) -> list[Host]:
         kvs, _ = await self.ctx.store.range(keys.HOSTS)
         return [codec.decode(Host, kv.value) for kv in kvs]
+
+    async def set_endpoint(self, name: str, endpoint: str) -> Host:
+        """A host's new underlay endpoint (its address changed): every other host's mesh peer
+        for it follows through the change stream. The same endpoint again writes nothing."""
+        validate_endpoint(endpoint)
+
+        async def fn(tx: Tx) -> Host:
+            host = await tx.entity(Host, keys.host(name), host_missing(name))
+            if host.endpoint == endpoint:
+                return host
+            moved = dataclasses.replace(host, endpoint=endpoint)
+            tx.put(keys.host(name), moved)
+            return moved
+
+        return await self.ctx.run(fn, what=f"moving host '{name}' to endpoint {endpoint}")
 
     async def report_status(
         self, name: str, *, backend: str, applied_revision: int, message: str = ""

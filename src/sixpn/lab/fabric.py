@@ -295,6 +295,28 @@ class Lab:
         ip_in(ns, "addr", "add", f"{address}/24", "dev", "eth0")
         ip_in(ns, "link", "set", "eth0", "up")
 
+    # -- faults: what an operator's network does to a host -------------------------------------
+
+    def underlay_cable(self, name: str, *, plugged: bool) -> None:
+        """Pull host ``name``'s cable out of the underlay, or plug it back in: its veth's far
+        end (on the bridge) goes down or up; the host's own ``eth0`` keeps its address."""
+        assert self.state is not None
+        i = list(self.state.hosts).index(name) + 1
+        ip_in(
+            self.underlay_ns, "link", "set", f"u{self.state.lab_id}{i}", "up" if plugged else "down"
+        )
+
+    def move_host(self, name: str, address: str) -> None:
+        """Give host ``name`` another underlay address (its old one removed), as a new lease
+        would; lab.json records it, so that an agent started again is told its new endpoint."""
+        assert self.state is not None
+        h = self.state.hosts[name]
+        # the old one first: a primary address removed takes its subnet's secondaries with it
+        ip_in(h["ns"], "addr", "del", f"{h['address']}/24", "dev", "eth0")
+        ip_in(h["ns"], "addr", "add", f"{address}/24", "dev", "eth0")
+        h["address"] = address
+        self._save()
+
     def cli_env(self) -> dict[str, str]:
         """The environment under which a ``sixpn`` command talks to this lab as its admin."""
         assert self.state is not None

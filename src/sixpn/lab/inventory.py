@@ -6,25 +6,64 @@ the agents' (``status.json``). The store's parts are asked directly: each replic
 ``/healthz``, each etcd member's ``/health``.
 Machines are listed org by org in creation order, each org's as the API lists them (creation
 order), so "the first machine of an app" is the oldest one still there.
+
+The control plane down (a fault the lab exists to show) must not blind the lab: the data path
+and DNS keep working, and so must ``lab exec`` and ``lab status``. Every answer of the API is
+kept in ``inventory.json``; when the API does not answer, the machines and peers come from it
+("as of" its time), less the machines whose namespace is gone, plus the machines an agent wired
+since (its ``status.json``), known by ID and by the address on their ``eth0``. The record says
+which it was (``control_plane``).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import time
 from typing import Any
 
 import httpx
 
+from sixpn.lab import netns
 from sixpn.lab.fabric import Lab, LabError
 
 Record = dict[str, Any]
 
+CACHE = "inventory.json"
+
 
 def collect(lab: Lab) -> Record:
-    """Hosts, machines (not destroyed ones), peers and VPCs, as plain JSON-ready dicts."""
+    """Hosts, machines (not destroyed ones), peers and VPCs, as plain JSON-ready dicts; with the
+    control plane down, the machines and peers as last seen (``control_plane.answers`` false)."""
     state = lab.state
     assert state is not None
     hosts = [_host(lab, name, h) for name, h in state.hosts.items()]
+    try:
+        machines, peers = _from_api(lab)
+    except LabError as exc:
+        machines, peers, as_of = _last_seen(lab)
+        control: Record = {"answers": False, "error": str(exc), "as_of": as_of}
+    else:
+        _remember(lab, machines, peers)
+        control = {"answers": True, "error": None, "as_of": time.time()}
+    return {
+        "lab": {
+            "dir": str(lab.root),
+            "id": state.lab_id,
+            "api": lab.control_url,
+            "logs": str(lab.root),
+            "underlay": lab.underlay_ns,
+        },
+        "control_plane": control,
+        "store": store(lab),
+        "hosts": hosts,
+        "machines": machines,
+        "peers": peers,
+        "vpcs": [_vpc(name, v) for name, v in state.vpcs.items()],
+    }
+
+
+def _from_api(lab: Lab) -> tuple[list[Record], list[Record]]:
     machines: list[Record] = []
     peers: list[Record] = []
     with lab.api() as api:
@@ -35,19 +74,50 @@ def collect(lab: Lab) -> Record:
                 machines.append(_machine(lab, m))
             for p in _get(api, f"/v1/orgs/{name}/peers"):
                 peers.append(_peer(lab, p))
+    return machines, peers
+
+
+def _remember(lab: Lab, machines: list[Record], peers: list[Record]) -> None:
+    """Keep the API's answer for a time it does not answer (written whole, then renamed)."""
+    cache = lab.root / CACHE
+    tmp = cache.with_name(f".{CACHE}.tmp")
+    record = {"as_of": time.time(), "machines": machines, "peers": peers}
+    tmp.write_text(json.dumps(record, indent=1) + "\n")
+    tmp.replace(cache)
+
+
+def _last_seen(lab: Lab) -> tuple[list[Record], list[Record], float | None]:
+    """Machines and peers as the API last gave them, checked against what runs now: a machine
+    whose namespace is gone is left out, one an agent wired since is added as the agent knows
+    it (``status.json``: ID, org, app, address, namespace)."""
+    assert lab.state is not None
+    try:
+        cached = json.loads((lab.root / CACHE).read_text())
+    except (OSError, ValueError):
+        cached = {"as_of": None, "machines": [], "peers": []}
+    machines = [m for m in cached["machines"] if netns.exists(m["namespace"])]
+    known = {m["id"] for m in machines}
+    for name in lab.state.hosts:
+        for wired in (lab.status(name) or {}).get("wired", []):
+            if wired["id"] in known or not netns.exists(wired["netns"]):
+                continue
+            known.add(wired["id"])
+            machines.append(_wired_only(wired, name))
+    return machines, list(cached["peers"]), cached["as_of"]
+
+
+def _wired_only(wired: Record, host: str) -> Record:
+    """A machine known only from its host's agent: what the API would add is unknown (None)."""
+    unknown = ("network", "region", "process_group", "state")
     return {
-        "lab": {
-            "dir": str(lab.root),
-            "id": state.lab_id,
-            "api": lab.control_url,
-            "logs": str(lab.root),
-            "underlay": lab.underlay_ns,
-        },
-        "store": store(lab),
-        "hosts": hosts,
-        "machines": machines,
-        "peers": peers,
-        "vpcs": [_vpc(name, v) for name, v in state.vpcs.items()],
+        "id": wired["id"],
+        "org": wired["org"],
+        "app": wired["app"],
+        **dict.fromkeys(unknown),
+        "host": host,
+        "address": wired["address"],
+        "namespace": wired["netns"],
+        "metadata": {},
     }
 
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -38,6 +39,7 @@ class DnsSettings:
     metrics: str | None = None
     ttl: int = 5
     api_in_network: bool = False
+    ca: Path | None = None  # the CA of an https control plane; None: the system's trust store
 
 
 def zone_settings(regions: list[Region], here: str | None, *, api_in_network: bool) -> ZoneSettings:
@@ -83,7 +85,7 @@ async def run_dns(settings: DnsSettings) -> None:
         upstreams = upstreams_from_resolv_conf()
     if settings.ttl < 0:
         raise InvalidInput("ttl: must be >= 0", field="ttl")
-    async with Client(settings.control, settings.token) as client:
+    async with Client(settings.control, settings.token, ca=settings.ca) as client:
         regions = await fetch_regions(client)
         if settings.region is not None:
             RegionCatalogue(regions).get(settings.region)

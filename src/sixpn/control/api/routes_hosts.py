@@ -6,6 +6,7 @@ from fastapi import APIRouter, Response
 
 from sixpn.control.api.auth import Admin, Principal, Reader, Svc, require
 from sixpn.control.api.schemas import (
+    HostEndpoint,
     HostJoin,
     HostJoined,
     HostStatusReport,
@@ -54,6 +55,15 @@ async def get_host(name: str, svc: Svc, token: Principal) -> Host:
 async def delete_host(name: str, svc: Svc, _: Admin) -> Response:
     await svc.hosts.delete(name)
     return Response(status_code=204)
+
+
+@router.put("/v1/hosts/{name}/endpoint")
+async def set_endpoint(name: str, body: HostEndpoint, svc: Svc, token: Principal) -> Host:
+    """A host's underlay endpoint moved: the admin, or that host's own credential (its agent
+    follows its address, agent/endpoint.py)."""
+    if token.kind != TokenKind.ADMIN:
+        require_own_host(token, name)
+    return await svc.hosts.set_endpoint(name, body.endpoint)
 
 
 @router.put("/v1/hosts/{name}/status")

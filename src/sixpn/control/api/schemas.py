@@ -53,6 +53,10 @@ class HostJoin(Request):
     gateway: bool = False
 
 
+class HostEndpoint(Request):
+    endpoint: str
+
+
 class HostStatusReport(Request):
     backend: str
     applied_revision: int

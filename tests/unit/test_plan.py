@@ -424,3 +424,35 @@ def test_routed_peering_is_wired_on_every_host_of_the_network_and_nowhere_else()
         "nftables: routed peering allowed that should not be: fdaa:0:1::/48 . 2001:db8:1::/56"
         in [describe(op) for op in ops]
     )
+
+
+def test_doctor_says_every_kind_of_operation_in_words() -> None:
+    """`sixpn doctor isolation` has a sentence for each operation the plan can make (a new one
+    would otherwise print as its repr)."""
+    import typing
+
+    from sixpn.core import plan as plan_module
+
+    kinds = typing.get_args(plan_module.Op)
+    assert RemoveStrayLink in kinds
+    assert len(kinds) >= 18
+    for kind in kinds:
+        fields = {f.name: f.type for f in dataclasses.fields(kind)}
+        sample = {
+            name: {"str": "x", "int": 1, "bool": True}.get(str(t), frozenset())
+            for name, t in fields.items()
+        }
+        if "link" in fields:
+            sample["link"] = machine_link_sample()
+        if "route" in fields:
+            sample["route"] = Route(IPv6Network("fdaa::/16"), "sxw7")
+        if "address" in fields:
+            sample["address"] = IPv6Address("fdaa::3")
+        op = kind(**sample)
+        assert describe(op) != str(op), kind.__name__
+
+
+def machine_link_sample() -> MachineLink:
+    return MachineLink(
+        "m1", "sixpn-m-m1", "sxmm1", IPv6Address("fdaa::2"), IPv6Network("fdaa::/112")
+    )

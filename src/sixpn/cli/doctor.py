@@ -77,6 +77,8 @@ def describe(op: object) -> str:
             return f"WireGuard interface {name} missing or misconfigured"
         case p.RemoveWg(ifname=name):
             return f"WireGuard interface {name} should not be there"
+        case p.RemoveStrayLink(ifname=name):
+            return f"machine link {name} records no machine (a wiring cut short): removed next"
     return str(op)
 
 

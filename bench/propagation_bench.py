@@ -714,7 +714,8 @@ def run(args: argparse.Namespace, workdir: Path, stamp: str) -> dict[str, Any]:
     result: dict[str, Any] = {}
     try:
         t = time.monotonic()
-        lab.up([HostSpec(n, r) for n, r in LAB_HOSTS], resync=args.resync, progress=say)
+        # plain HTTP on the lab's socket: the load and the probes speak raw HTTP/1.1 to it
+        lab.up([HostSpec(n, r) for n, r in LAB_HOSTS], resync=args.resync, progress=say, tls=False)
         say(f"lab up in {time.monotonic() - t:.1f} s")
         assert lab.state is not None
         fleet = build_fleet(lab, args, rng)

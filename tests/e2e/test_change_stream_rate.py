@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import random
+import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -90,7 +91,7 @@ def rate_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RateLab]:
         lab.down()
 
 
-async def _stream(socket: Path, token: str, far: list[str], seed: int) -> dict[str, int]:
+async def _stream(socket: Path, ca: Path, token: str, far: list[str], seed: int) -> dict[str, int]:
     """Open loop: change k is due at t0 + k / RATE; each machine's changes in order."""
     rng = random.Random(seed)
     counts = {"create": 0, "stop": 0, "start": 0, "destroy": 0}
@@ -127,10 +128,12 @@ async def _stream(socket: Path, token: str, far: list[str], seed: int) -> dict[s
                 assert r.status_code == 200, r.text
                 counts[step] += 1
 
-    transport = httpx.AsyncHTTPTransport(uds=str(socket))
+    # the lab's API is HTTPS on its socket, with the lab's own CA
+    verify = ssl.create_default_context(cafile=str(ca))
+    transport = httpx.AsyncHTTPTransport(uds=str(socket), verify=verify)
     headers = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(
-        transport=transport, base_url="http://sixpn", headers=headers, timeout=30
+        transport=transport, base_url="https://sixpn", headers=headers, timeout=30
     ) as c:
         await asyncio.gather(*(client(c) for _ in range(CLIENTS)))
     counts["seconds_x1000"] = int((time.monotonic() - t0) * 1000)
@@ -168,7 +171,9 @@ def test_every_host_follows_a_sustained_stream_and_agrees_with_the_store(
 ) -> None:
     r = rate_lab
     assert r.lab.state is not None
-    counts = asyncio.run(_stream(r.lab.socket, r.lab.state.admin_token, r.far, seed=16))
+    counts = asyncio.run(
+        _stream(r.lab.socket, r.lab.ca_file, r.lab.state.admin_token, r.far, seed=16)
+    )
     assert sum(v for k, v in counts.items() if k != "seconds_x1000") == int(RATE * SECONDS)
     _barrier(r)
     machines = r.api.get(f"/v1/orgs/{ORG}/machines?all=true").raise_for_status().json()

@@ -12,12 +12,14 @@ from __future__ import annotations
 import json
 import os
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from sixpn.core.addressing import decode
@@ -299,3 +301,36 @@ def test_the_demo_shows_every_step_and_leaves_nothing(tmp_path: Path) -> None:
     assert lab_id is not None
     assert leftovers(lab_id) == []
     assert not lab_dir.exists()
+
+
+def test_the_labs_api_is_https_with_the_labs_own_ca(lab: tuple[Path, dict[str, Any]]) -> None:
+    """Issue 17: the lab's control plane speaks HTTPS on its Unix socket, with a CA the lab
+    made (ca.pem), which its agents and `sixpn` commands are given; nothing else is trusted."""
+    lab_dir, inv = lab
+    sock = str(lab_dir / "api.sock")
+    assert inv["lab"]["api"] == f"https+unix:{sock}"
+    ca = lab_dir / "ca.pem"
+    trusting = ssl.create_default_context(cafile=str(ca))
+    transport = httpx.HTTPTransport(uds=sock, verify=trusting)
+    with httpx.Client(base_url="https://sixpn", transport=transport) as client:
+        assert client.get("/healthz").status_code == 200
+    with (
+        httpx.Client(base_url="http://sixpn", transport=httpx.HTTPTransport(uds=sock)) as plain,
+        pytest.raises(httpx.HTTPError),
+    ):
+        plain.get("/healthz", timeout=5)
+    system = httpx.HTTPTransport(uds=sock, verify=ssl.create_default_context())
+    with (
+        httpx.Client(base_url="https://sixpn", transport=system) as untrusting,
+        pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"),
+    ):
+        untrusting.get("/healthz")
+    # a `sixpn` command as `lab status` says to run it: the lab's CA in SIXPN_CA
+    state = json.loads((lab_dir / "lab.json").read_text())
+    env = os.environ | {"SIXPN_API": inv["lab"]["api"], "SIXPN_TOKEN": state["admin_token"]}
+    cmd = [sys.executable, "-m", "sixpn", "orgs", "list"]
+    ok = subprocess.run(cmd, env=env | {"SIXPN_CA": str(ca)}, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    refused = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert refused.returncode == 1
+    assert "did not verify" in refused.stderr, refused.stderr

@@ -121,7 +121,8 @@ def summary(the_lab: Lab) -> str:
         f"lab is up: {len(inv['hosts'])} hosts: {hosts}",
         f"  machines: {len(inv['machines'])} ({started} started); peers: {len(inv['peers'])}",
         f"  store: {_describe_store(inv['store'])}",
-        f"  API: {inv['lab']['api']} (SIXPN_API; admin token in {the_lab.state_file})",
+        f"  API: {inv['lab']['api']} (SIXPN_API; admin token in {the_lab.state_file}"
+        + (f"; SIXPN_CA={the_lab.ca_file})" if the_lab.ca_file.exists() else ")"),
         f"  logs: {logs}",
         "  next: sixpn lab status; sixpn lab exec <app> -- dig +short AAAA <app>.internal",
     ]

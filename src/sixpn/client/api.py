@@ -32,7 +32,14 @@ from pydantic import BaseModel
 
 from sixpn.client import feed
 from sixpn.client.feed import ChangeBatch, Snapshot
-from sixpn.client.wire import check_url, decode, error_from_answer, tls_context, translating
+from sixpn.client.wire import (
+    UNIX_TLS_NAME,
+    check_url,
+    decode,
+    error_from_answer,
+    tls_context,
+    translating,
+)
 from sixpn.control.api.schemas import (
     AppCreate,
     HostEndpoint,
@@ -87,6 +94,11 @@ def _http_client(
         # A control plane on a Unix socket (a local server; the tests' namespaces).
         transport = transport or httpx.AsyncHTTPTransport(uds=url[5:])
         base_url = "http://sixpn"
+    elif url.startswith("https+unix:"):
+        # The same over TLS (the lab, with its own CA): the certificate names UNIX_TLS_NAME.
+        path = url[len("https+unix:") :]
+        transport = transport or httpx.AsyncHTTPTransport(uds=path, verify=verify)
+        base_url = f"https://{UNIX_TLS_NAME}"
     return httpx.AsyncClient(
         base_url=base_url,
         headers=dict(headers),
@@ -136,7 +148,7 @@ class Client:
         # One TLS context for every replica, made only when one is https (it reads the
         # system's trust store, or the CA file, which must then be usable: InvalidInput).
         verify: ssl.SSLContext | bool = True
-        if any(u.startswith("https:") for u in self.urls):
+        if any(u.startswith(("https:", "https+unix:")) for u in self.urls):
             verify = tls_context(self._ca)
         self._current = 0
         self._has_token = bool(token)

@@ -58,14 +58,21 @@ _BY_STATUS: dict[int, type[SixpnError]] = {
 }
 
 
+UNIX_SCHEMES = ("unix:", "https+unix:")
+UNIX_TLS_NAME = "sixpn"  # the name an https+unix: server's certificate is checked against
+
+
 def check_url(url: str) -> str:
-    """The API base URL without a trailing slash; InvalidInput unless http(s)://... or unix:PATH."""
-    if url.startswith("unix:"):
-        if not url[5:].startswith("/"):
-            raise InvalidInput(
-                f"API URL {url!r}: expected unix:/absolute/path/to/socket", field="SIXPN_API"
-            )
-        return url
+    """The API base URL without a trailing slash; InvalidInput unless http(s)://..., unix:PATH
+    or https+unix:PATH (HTTPS over a Unix socket, the certificate made out to ``sixpn``)."""
+    for scheme in UNIX_SCHEMES:
+        if url.startswith(scheme):
+            if not url[len(scheme) :].startswith("/"):
+                raise InvalidInput(
+                    f"API URL {url!r}: expected {scheme}/absolute/path/to/socket",
+                    field="SIXPN_API",
+                )
+            return url
     try:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, TypeError) as exc:

@@ -29,6 +29,7 @@ import os
 import secrets
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable
@@ -39,6 +40,8 @@ from typing import Any
 import httpx
 
 from sixpn import waiting
+from sixpn.client.wire import UNIX_TLS_NAME
+from sixpn.control import tlsfiles
 from sixpn.lab import netns
 from sixpn.lab.process import alive, kill_namespace_processes, log_tail, pid_runs, stop_pid
 from sixpn.model.errors import SixpnError
@@ -77,6 +80,7 @@ class LabState:
     store: str = "sqlite"  # or "etcd"
     etcd: dict[str, Any] = field(default_factory=dict)  # the etcd cluster (etcd.py)
     ephemeral_idle: float | None = None  # the servers' --ephemeral-idle, for restarts
+    tls: bool = False  # the API in HTTPS with the lab's own CA (ca.pem; see Lab.up)
 
 
 class Lab:
@@ -122,7 +126,23 @@ class Lab:
     @property
     def control_url(self) -> str:
         """Every replica's URL, comma-separated (``SIXPN_API``, the agents' ``--control``)."""
-        return ",".join(f"unix:{self.replica_socket(i)}" for i in range(self.replicas))
+        scheme = "https+unix" if self.state is not None and self.state.tls else "unix"
+        return ",".join(f"{scheme}:{self.replica_socket(i)}" for i in range(self.replicas))
+
+    @property
+    def ca_file(self) -> Path:
+        """The lab's own CA, which signed its API's certificate (``SIXPN_CA``, ``--ca``)."""
+        return self.root / "ca.pem"
+
+    def _make_tls_files(self) -> None:
+        """A CA of the lab's own and a certificate from it for the API (the name a client of
+        an ``https+unix:`` socket checks: ``sixpn``); the key is written 0600."""
+        assert self.state is not None
+        ca = tlsfiles.make_ca(f"sixpn lab {self.state.lab_id} CA")  # (a CN holds 64 characters)
+        tlsfiles.issue_server_cert(ca, [UNIX_TLS_NAME]).write(
+            self.root / "api.pem", self.root / "api.key"
+        )
+        self.ca_file.write_bytes(ca.cert_pem())
 
     def api(self, replica: int | None = None) -> httpx.Client:
         """An admin client of replica ``replica``; by default the first whose process runs."""
@@ -130,9 +150,16 @@ class Lab:
         if replica is None:
             running = [i for i in range(self.replicas) if self.replica_alive(i)]
             replica = running[0] if running else 0
+        sock = str(self.replica_socket(replica))
+        if self.state.tls:
+            verify = ssl.create_default_context(cafile=str(self.ca_file))
+            transport = httpx.HTTPTransport(uds=sock, verify=verify)
+            base_url = f"https://{UNIX_TLS_NAME}"
+        else:
+            transport, base_url = httpx.HTTPTransport(uds=sock), "http://sixpn"
         return httpx.Client(
-            base_url="http://sixpn",
-            transport=httpx.HTTPTransport(uds=str(self.replica_socket(replica))),
+            base_url=base_url,
+            transport=transport,
             headers={"Authorization": f"Bearer {self.state.admin_token}"},
             timeout=30,
         )
@@ -166,6 +193,13 @@ class Lab:
         argv = [sys.executable, "-m", "sixpn", "server", *store, "--listen", f"unix:{sock}"]
         argv += ["--admin-token", self.state.admin_token, "--join-token", self.state.join_token]
         argv += ["--heartbeat", "2", *([] if idle is None else ["--ephemeral-idle", str(idle)])]
+        if self.state.tls:
+            argv += [
+                "--tls-cert",
+                str(self.root / "api.pem"),
+                "--tls-key",
+                str(self.root / "api.key"),
+            ]
         self._spawn(role, argv)
 
         def healthy() -> bool:
@@ -209,11 +243,15 @@ class Lab:
         progress: Callable[[str], None] | None = None,
         ephemeral_idle: float | None = None,
         store: str = "sqlite",
+        tls: bool = True,
     ) -> None:
         """Build the underlay, the hosts, the control plane and one agent per host; on any
         failure or interruption, remove what was made (``down``) and re-raise.
         ``ephemeral_idle``: the server's ``--ephemeral-idle`` (default: the server's).
-        ``store``: ``sqlite`` (one server) or ``etcd`` (3 etcd members, 2 server replicas)."""
+        ``store``: ``sqlite`` (one server) or ``etcd`` (3 etcd members, 2 server replicas).
+        ``tls``: the API in HTTPS on its Unix sockets, with a CA of the lab's own (``ca.pem``)
+        that the agents and ``cli_env`` are given; off only for a benchmark that speaks raw
+        HTTP to the socket."""
         say = progress or (lambda _: None)
         if store not in ("sqlite", "etcd"):
             raise LabError(f"store {store!r}: the lab runs on 'sqlite' or 'etcd'")
@@ -233,9 +271,12 @@ class Lab:
             "join_" + secrets.token_hex(16),
             store=store,
             ephemeral_idle=ephemeral_idle,
+            tls=tls,
         )
         self._save()
         try:
+            if tls:
+                self._make_tls_files()
             self._underlay(hosts, say)
             self._control_plane(say)
             for i, spec in enumerate(hosts, start=1):
@@ -320,7 +361,10 @@ class Lab:
     def cli_env(self) -> dict[str, str]:
         """The environment under which a ``sixpn`` command talks to this lab as its admin."""
         assert self.state is not None
-        return os.environ | {"SIXPN_API": self.control_url, "SIXPN_TOKEN": self.state.admin_token}
+        env = {"SIXPN_API": self.control_url, "SIXPN_TOKEN": self.state.admin_token}
+        if self.state.tls:
+            env["SIXPN_CA"] = str(self.ca_file)
+        return os.environ | env
 
     def _spawn(self, role: str, argv: list[str]) -> None:
         assert self.state is not None
@@ -364,6 +408,8 @@ class Lab:
             # an "orchestrator" may have made a machine's namespace: the agent then uses it
             "--netns-name": self.orchestrator_netns("{id}"),
         }
+        if self.state.tls:
+            options["--ca"] = str(self.ca_file)
         argv = [sys.executable, "-m", "sixpn", "agent"]
         argv += [part for pair in options.items() for part in pair]
         if h["gateway"]:
@@ -396,9 +442,13 @@ class Lab:
     def host_run(
         self, name: str, argv: list[str], timeout: float = 60
     ) -> subprocess.CompletedProcess[str]:
-        """Run a command on a host (its network namespace, like its agent)."""
+        """Run a command on a host (its network namespace, like its agent), with the lab's CA
+        in ``SIXPN_CA`` (``sixpn doctor`` there reaches the control plane as the agent does)."""
+        assert self.state is not None
+        env = os.environ | ({"SIXPN_CA": str(self.ca_file)} if self.state.tls else {})
         return subprocess.run(
             netns.enter_argv(self.host_ns(name), argv),
+            env=env,
             capture_output=True,
             text=True,
             timeout=timeout,

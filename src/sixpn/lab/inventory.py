@@ -141,7 +141,7 @@ def store(lab: Lab) -> Record:
         replicas.append(
             {
                 "name": lab.replica_role(i),
-                "url": f"unix:{lab.replica_socket(i)}",
+                "url": lab.control_url.split(",")[i],
                 "pid": lab.state.pids.get(lab.replica_role(i)),
                 "alive": running,
                 "healthy": running and lab.replica_healthy(i),

@@ -25,6 +25,9 @@ Each fault, ``--rounds`` times (default 3), in this order:
    namespaces deleted, the agent started again on the same data directory. Recovered: ``c1`` is
    wired again, answers ``a1`` and resolves ``web.internal``. Timed from the agent's start. (The
    flow to ``c1`` loses what the "reboot" takes: its namespace is gone until the agent makes it.)
+6. **veth deleted by hand**: ``c1``'s host-side veth deleted (``ip link del``). Recovered: ``a1``
+   reaches ``c1`` again (the agent's next resync rewires it in the namespace that exists).
+   Timed from the deletion.
 
 Checks are polled every 0.1 s (each a real ``ping -c 1``/``dig`` in a machine's namespace, so a
 recovery time carries up to ~0.15 s of polling). A Markdown table on stdout and in
@@ -58,6 +61,7 @@ sys.path.insert(0, str(HERE))
 import sysinfo  # noqa: E402
 
 from sixpn.agent.linux.nft import TABLE  # noqa: E402
+from sixpn.core.hoststate import machine_ifname  # noqa: E402
 from sixpn.lab import netns  # noqa: E402
 from sixpn.lab.fabric import UNDERLAY_NET, WG_PORT, HostSpec, Lab  # noqa: E402
 
@@ -238,12 +242,23 @@ def host_rebooted(world: World, args: argparse.Namespace) -> float:
     return time.monotonic() - started
 
 
+def veth_deleted(world: World, args: argparse.Namespace) -> float:
+    """``c1``'s veth deleted by hand on host ``c``: repaired in its namespace at the next
+    resync (every 2 s here), ``a1`` reaches it again."""
+    c1 = world.m["c1"]
+    started = time.monotonic()
+    netns.run(world.lab.host_ns("c"), ["ip", "link", "del", machine_ifname(c1["id"])])
+    until(lambda: world.ping("a1", c1))
+    return time.monotonic() - started
+
+
 FAULTS: dict[str, Callable[[World, argparse.Namespace], float]] = {
     "control plane down": control_plane_down,
     "agent killed mid-batch": agent_killed_mid_batch,
     "cable pulled": cable_pulled,
     "address moved": address_moved,
     "host rebooted": host_rebooted,
+    "veth deleted by hand": veth_deleted,
 }
 
 

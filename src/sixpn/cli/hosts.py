@@ -25,12 +25,8 @@ COLUMNS: Columns[Host] = {
 }
 verbs.add_list(hosts, Client.list_hosts, COLUMNS, "List hosts.")
 verbs.add_show(hosts, Client.get_host, "Show host NAME.")
-verbs.add_delete(
-    hosts,
-    Client.delete_host,
-    "Remove host NAME (refused while it runs machines or is a peer's gateway).",
-    "deleted host {name}",
-)
+REMOVE = "Remove host NAME (refused while it runs machines or is a peer's gateway)."
+verbs.add_delete(hosts, Client.delete_host, REMOVE, "deleted host {name}")
 verbs.add_show(
     hosts,
     Client.get_host_status,

@@ -31,12 +31,8 @@ def create(name: str, as_json: bool) -> None:
 COLUMNS: Columns[Org] = {"name": "name", "created": "created_at"}
 verbs.add_list(orgs, Client.list_orgs, COLUMNS, "List organizations (an org token sees its own).")
 verbs.add_show(orgs, Client.get_org, "Show organization NAME.")
-verbs.add_delete(
-    orgs,
-    Client.delete_org,
-    "Delete organization NAME (refused while it has apps, networks or peers).",
-    "deleted organization {name}",
-)
+DELETE = "Delete organization NAME (refused while it has apps, networks or peers)."
+verbs.add_delete(orgs, Client.delete_org, DELETE, "deleted organization {name}")
 
 
 @orgs.group("token")

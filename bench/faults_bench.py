@@ -60,7 +60,6 @@ sys.path.insert(0, str(HERE))
 
 import sysinfo  # noqa: E402
 
-from sixpn.agent.linux.nft import TABLE  # noqa: E402
 from sixpn.core.hoststate import machine_ifname  # noqa: E402
 from sixpn.lab import netns  # noqa: E402
 from sixpn.lab.fabric import UNDERLAY_NET, WG_PORT, HostSpec, Lab  # noqa: E402
@@ -229,11 +228,7 @@ def address_moved(world: World, args: argparse.Namespace) -> float:
 def host_rebooted(world: World, args: argparse.Namespace) -> float:
     lab, c1 = world.lab, world.m["c1"]
     assert lab.state is not None
-    lab.stop_agent("c", signal.SIGKILL)
-    ns = lab.host_ns("c")
-    netns.run(ns, ["ip", "link", "del", lab.state.hosts["c"]["wg_ifname"]])
-    netns.run(ns, ["nft", "delete", "table", *TABLE.split()])
-    netns.remove(lab.machine_ns(c1["id"]))
+    lab.crash_host("c")
     started = time.monotonic()
     lab.start_agent("c", resync=2.0)
     until(lambda: netns.exists(lab.machine_ns(c1["id"])))

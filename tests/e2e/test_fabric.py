@@ -29,6 +29,9 @@ from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
 
+# the e2e labs' hosts: a gateway and another host in one region, a third in another
+THREE_HOSTS = [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")]
+
 Machine = dict[str, Any]
 
 
@@ -121,7 +124,7 @@ def fabric(
     lab = Lab(tmp / "lab")
     try:
         lab.up(
-            [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")],
+            THREE_HOSTS,
             resync=2.0,
             store=request.param,
         )

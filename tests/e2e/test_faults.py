@@ -24,12 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from sixpn.agent.linux.nft import TABLE
 from sixpn.core.hoststate import MACHINE_IF_PREFIX, machine_ifname, machine_netns
 from sixpn.lab import netns
-from sixpn.lab.fabric import UNDERLAY_NET, WG_PORT, HostSpec, Lab
+from sixpn.lab.fabric import UNDERLAY_NET, WG_PORT, Lab
 from sixpn.lab.process import alive
-from tests.e2e.test_fabric import Fabric, Machine
+from tests.e2e.test_fabric import THREE_HOSTS, Fabric, Machine
 from tests.e2e.test_lab_cli import sixpn_lab
 from tests.harness import wait_until
 
@@ -44,7 +43,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fabric]:
     lab = Lab(tmp / "lab")
     try:
         lab.up(
-            [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")],
+            THREE_HOSTS,
             resync=2.0,
         )
         api = lab.api()
@@ -250,11 +249,8 @@ def test_a_rebooted_host_is_rebuilt_with_the_same_keys_and_addresses(world: Fabr
     assert lab.state is not None
     key = wg_show(lab, "c", "public-key")
     c1 = m["c1"]
-    lab.stop_agent("c", signal.SIGKILL)
-    host_ns = lab.host_ns("c")
-    netns.run(host_ns, ["ip", "link", "del", lab.state.hosts["c"]["wg_ifname"]])
-    netns.run(host_ns, ["nft", "delete", "table", *TABLE.split()])
-    netns.remove(lab.machine_ns(c1["id"]))
+    lab.crash_host("c")
+    assert not netns.exists(lab.machine_ns(c1["id"]))
     assert not world.ping(m["a1"], c1["address"])
     lab.start_agent("c", resync=2.0)
     lab.wait_wired(c1, timeout=30)

@@ -22,7 +22,8 @@ import pytest
 
 from sixpn.core import addressing
 from sixpn.lab import laptop, netns
-from sixpn.lab.fabric import HostSpec, Lab
+from sixpn.lab.fabric import Lab
+from tests.e2e.test_fabric import THREE_HOSTS
 from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
@@ -106,7 +107,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     lab = Lab(tmp / "lab")
     try:
         lab.up(
-            [HostSpec("a", "fra", gateway=True), HostSpec("b", "fra"), HostSpec("c", "ams")],
+            THREE_HOSTS,
             resync=2.0,
             ephemeral_idle=IDLE,
         )

@@ -42,6 +42,7 @@ import httpx
 from sixpn import waiting
 from sixpn.client.wire import UNIX_TLS_NAME
 from sixpn.control import tlsfiles
+from sixpn.core.hoststate import NFT_TABLE
 from sixpn.lab import netns
 from sixpn.lab.process import alive, kill_namespace_processes, log_tail, pid_runs, stop_pid
 from sixpn.model.errors import SixpnError
@@ -346,6 +347,19 @@ class Lab:
         ip_in(
             self.underlay_ns, "link", "set", f"u{self.state.lab_id}{i}", "up" if plugged else "down"
         )
+
+    def crash_host(self, name: str) -> None:
+        """What a reboot of host ``name`` takes: its agent (SIGKILL), its WireGuard interface,
+        the agent's nftables table and the namespaces of the machines it had wired; what it
+        keeps: the data directory (``start_agent`` then rebuilds from it)."""
+        assert self.state is not None
+        wired = (self.status(name) or {}).get("machines", [])
+        self.stop_agent(name, signal.SIGKILL)
+        ns = self.host_ns(name)
+        netns.run(ns, ["ip", "link", "del", self.state.hosts[name]["wg_ifname"]])
+        netns.run(ns, ["nft", "delete", "table", "inet", NFT_TABLE])
+        for machine_id in wired:
+            netns.remove(self.machine_ns(machine_id))
 
     def move_host(self, name: str, address: str) -> None:
         """Give host ``name`` another underlay address (its old one removed), as a new lease

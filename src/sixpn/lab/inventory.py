@@ -11,8 +11,8 @@ The control plane down (a fault the lab exists to show) must not blind the lab: 
 and DNS keep working, and so must ``lab exec`` and ``lab status``. Every answer of the API is
 kept in ``inventory.json``; when the API does not answer, the machines and peers come from it
 ("as of" its time), less the machines whose namespace is gone, plus the machines an agent wired
-since (its ``status.json``), known by ID and by the address on their ``eth0``. The record says
-which it was (``control_plane``).
+since (its ``status.json`` ``wired``: ID, org, app, address, namespace). The record says which
+it was (``control_plane``).
 """
 
 from __future__ import annotations

@@ -271,6 +271,24 @@ async def test_range_by_prefix_is_sorted_and_excludes_neighbours(store: Store, r
     assert (await store.range("c"))[0] == []
 
 
+async def test_ranges_read_several_prefixes_at_one_revision(store: Store, revs: Revs) -> None:
+    keys = ["host/a", "hoststatus/a", "machine/o/x/1", "mid/1", "host/b", "machine/o/x/0"]
+    done = [await rev(put(store, k, k.encode())) for k in keys]
+    revs.check(done)
+    found, at = await store.ranges(["machine/", "host/", "none/"])
+    assert [[kv.key for kv in kvs] for kvs in found] == [
+        ["machine/o/x/0", "machine/o/x/1"],
+        ["host/a", "host/b"],
+        [],
+    ]
+    assert at == done[-1]
+    assert found[1][0] == KV("host/a", b"host/a", done[0], done[0], 1)
+    # A write after the read is in the next read, at its revision.
+    later = await rev(store.txn([], [Delete("host/a"), Put("machine/o/y/2", b"2")]))
+    found, at = await store.ranges(["host/", "machine/"])
+    assert ([kv.key for kv in found[0]], len(found[1]), at) == (["host/b"], 3, later)
+
+
 def test_prefix_end() -> None:
     assert prefix_end("a/") == "a0"
     assert prefix_end("") is None

@@ -30,16 +30,15 @@ class FeedChange:
 
 
 async def snapshot(store: Store) -> bytes:
-    """``{"revision": R, "org": [...], "network": [...], ...}`` read consistently at R."""
-    kvs, revision = await store.range("")
-    groups: dict[str, list[bytes]] = {kind: [] for kind in SNAPSHOT_KINDS}
-    for kv in kvs:
-        kind = keys.kind_of(kv.key)
-        if kind is not None:
-            groups[kind].append(kv.value)
+    """``{"revision": R, "org": [...], "network": [...], ...}`` read consistently at R.
+
+    One range per kind, all at one revision: the internal keys between them (two thirds of a
+    large fleet's keys: machine IDs, fields, tokens) are never read.
+    """
+    groups, revision = await store.ranges([f"{kind}/" for kind in SNAPSHOT_KINDS])
     parts = [b'{"revision":%d' % revision]
-    for kind in SNAPSHOT_KINDS:
-        parts.append(b',"%s":[' % kind.encode() + b",".join(groups[kind]) + b"]")
+    for kind, kvs in zip(SNAPSHOT_KINDS, groups, strict=True):
+        parts.append(b',"%s":[' % kind.encode() + b",".join(kv.value for kv in kvs) + b"]")
     parts.append(b"}")
     return b"".join(parts)
 

@@ -16,7 +16,9 @@ Theory of operation:
   (lists) that always hold whole revisions, never part of one, so a consumer that has handled
   a batch may resume after its last revision. If ``since`` is older than
   the oldest revision the store still keeps, it raises :class:`~sixpn.model.errors.Gone`.
-- ``range`` and ``snapshot`` read a consistent view and say at which revision they read it.
+- ``range`` and ``ranges`` read a consistent view and say at which revision they read it;
+  ``ranges`` reads several prefixes at one revision (the change feed's snapshot reads only the
+  entity kinds, not the internal keys beside them).
 - A failure to reach the store is :class:`~sixpn.model.errors.Unavailable`, raised within a
   bounded time, never a hang.
 
@@ -108,6 +110,10 @@ class Store(Protocol):
 
     async def range(self, prefix: str) -> tuple[list[KV], int]:
         """Every key starting with ``prefix``, sorted by key, and the revision read at."""
+        ...
+
+    async def ranges(self, prefixes: Sequence[str]) -> tuple[list[list[KV]], int]:
+        """``range`` of each prefix, all read at one revision, and that revision."""
         ...
 
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:

@@ -119,15 +119,26 @@ class EtcdStore:
         return self._kv(found.kvs[0]) if found.kvs else None
 
     async def range(self, prefix: str) -> tuple[list[KV], int]:
+        return await self._range(prefix, 0)
+
+    async def ranges(self, prefixes: Sequence[str]) -> tuple[list[list[KV]], int]:
+        # The first read says the revision, the others read at it (etcd's MVCC keeps it, unless
+        # compacted meanwhile: then etcd says so, InvalidInput, and the read starts over).
+        for _ in range(3):
+            first, revision = await self._range(prefixes[0], 0)
+            try:
+                rest = [(await self._range(p, revision))[0] for p in prefixes[1:]]
+            except InvalidInput:
+                continue
+            return [first, *rest], revision
+        raise Unavailable(f"etcd store: reading {len(prefixes)} prefixes: compacted under the read")
+
+    async def _range(self, prefix: str, revision: int) -> tuple[list[KV], int]:
         start = self._root + prefix.encode()
-        request = rpc.RangeRequest(key=start, range_end=prefix_end(start))
+        request = rpc.RangeRequest(key=start, range_end=prefix_end(start), revision=revision)
         found = await self._conn.range(f"reading prefix {prefix!r}", request)
         # etcd sorts a range by key bytes; UTF-8 byte order is code-point order, as in Python.
         return [self._kv(kv) for kv in found.kvs], found.header.revision
-
-    async def snapshot(self, prefix: str = "") -> tuple[list[KV], int]:
-        """The consistent full read to start a watch from; equal to :meth:`range`."""
-        return await self.range(prefix)
 
     async def revision(self) -> int:
         request = rpc.RangeRequest(key=self._root, count_only=True)

@@ -69,9 +69,14 @@ class MemoryStore:
         found = sorted((kv for k, kv in self._kv.items() if k.startswith(prefix)), key=_by_key)
         return found, self._revision
 
-    async def snapshot(self, prefix: str = "") -> tuple[list[KV], int]:
-        """The consistent full read a watcher starts from; equal to :meth:`range`."""
-        return await self.range(prefix)
+    async def ranges(self, prefixes: Sequence[str]) -> tuple[list[list[KV]], int]:
+        self._check_open()
+        found: list[list[KV]] = [[] for _ in prefixes]
+        for key, kv in self._kv.items():
+            for i, prefix in enumerate(prefixes):
+                if key.startswith(prefix):
+                    found[i].append(kv)
+        return [sorted(kvs, key=_by_key) for kvs in found], self._revision
 
     async def revision(self) -> int:
         self._check_open()

@@ -198,24 +198,16 @@ class SqliteStore:
         return await self._on(self._reader, f"reading key {key!r}", self._read(get))
 
     async def range(self, prefix: str) -> tuple[list[KV], int]:
-        # A range on the primary key, not LIKE: LIKE would scan and treat _ and % as wildcards.
-        end = prefix_end(prefix)
-        sql = "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ?"
-        args: tuple[str, ...] = (prefix,)
-        if end is not None:
-            sql, args = sql + " AND key < ?", (prefix, end)
+        found, revision = await self.ranges([prefix])
+        return found[0], revision
 
-        def range_(con: sqlite3.Connection) -> tuple[list[KV], int]:
-            rows = con.execute(sql + " ORDER BY key", args).fetchall()
-            return [_kv(r) for r in rows], _meta(con, "revision")
+    async def ranges(self, prefixes: Sequence[str]) -> tuple[list[list[KV]], int]:
+        def ranges_(con: sqlite3.Connection) -> tuple[list[list[KV]], int]:
+            return [_range(con, p) for p in prefixes], _meta(con, "revision")
 
         self._check_open("reading")
-        return await self._on(self._reader, f"reading prefix {prefix!r}", self._read(range_))
-
-    async def snapshot(self, prefix: str = "") -> tuple[list[KV], int]:
-        """The consistent full read to start a watch from: every key under ``prefix`` and the
-        revision it was read at (then ``watch(revision)`` continues exactly after it)."""
-        return await self.range(prefix)
+        doing = f"reading prefix {prefixes[0]!r}" if len(prefixes) == 1 else "reading prefixes"
+        return await self._on(self._reader, doing, self._read(ranges_))
 
     async def revision(self) -> int:
         self._check_open("reading")
@@ -400,6 +392,16 @@ def _mod_rev(con: sqlite3.Connection, key: str) -> int:
 
 def _meta(con: sqlite3.Connection, name: str) -> int:
     return int(con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()[0])
+
+
+def _range(con: sqlite3.Connection, prefix: str) -> list[KV]:
+    # A range on the primary key, not LIKE: LIKE would scan and treat _ and % as wildcards.
+    sql = "SELECT key, value, create_rev, mod_rev, version FROM kv WHERE key >= ?"
+    end = prefix_end(prefix)
+    args: tuple[str, ...] = (prefix,) if end is None else (prefix, end)
+    if end is not None:
+        sql += " AND key < ?"
+    return [_kv(r) for r in con.execute(sql + " ORDER BY key", args)]
 
 
 def _kv(row: Any) -> KV:

@@ -1,6 +1,7 @@
 """One host's desired state kept change by change (core/incremental.py) equals the one built
 from scratch (core/desired.py), after every change of random fleets and change sequences, on
-every host; and it says "changed" exactly when the state moved."""
+every host; it says "changed" exactly when the state moved, and the plan of what it journaled
+is the plan between the states before and after."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from sixpn.core.desired import desired_state
 from sixpn.core.hoststate import HostState
 from sixpn.core.incremental import IncrementalDesired
+from sixpn.core.plan import Moves, plan, plan_moves
 from sixpn.model.entities import Host, Machine, MachineState, Peer
 from sixpn.view import Delta, View
 from tests.unit.test_plan import KEYS, host, machine, vpc_peer
@@ -137,9 +139,12 @@ def test_the_state_kept_change_by_change_is_the_one_built_from_scratch(steps: li
         me: IncrementalDesired(me, listen_port=51820, wg="wg0", netns_of=orchestrator_netns)
         for me in HOSTS
     }
+    applied = {}  # what each host's kernel holds: the state at its last take
     for me, desired in kept.items():
-        assert desired.load(view) == from_scratch(me, view.hosts, view.machines, view.peers)
-    for step in steps:
+        applied[me] = desired.load(view)
+        assert applied[me] == from_scratch(me, view.hosts, view.machines, view.peers)
+        desired.take()  # a load is applied in full (a kernel read), not from its journal
+    for i, step in enumerate(steps):
         before = {me: desired.state for me, desired in kept.items()}
         delta = change(view, step)
         if delta is None:
@@ -149,6 +154,11 @@ def test_the_state_kept_change_by_change_is_the_one_built_from_scratch(steps: li
             want = from_scratch(me, view.hosts, view.machines, view.peers)
             assert desired.state == want, (me, step)
             assert moved == (want != before[me]), (me, step)
+            if i % 2 == 0:  # journals over one change, and over two (coalesced)
+                moves = desired.take()
+                assert moves == Moves.between(applied[me], want), (me, step)
+                assert plan_moves(moves) == plan(applied[me], want), (me, step)
+                applied[me] = want
 
 
 def test_a_namespace_made_later_is_taken_at_the_recheck() -> None:
@@ -161,6 +171,12 @@ def test_a_namespace_made_later_is_taken_at_the_recheck() -> None:
     desired.load(view)
     assert {link.netns for link in desired.state.machines} == {f"sixpn-m-{m.id}"}
     assert desired.recheck_netns() is False
+    before = desired.state
+    desired.take()
     made.add(m.id)
     assert desired.recheck_netns() is True
     assert {link.netns for link in desired.state.machines} == {m.id}
+    # rewired into the orchestrator's namespace: unwired, wired, its route added again
+    ops = plan_moves(desired.take())
+    assert ops == plan(before, desired.state)
+    assert [type(op).__name__ for op in ops] == ["UnwireMachine", "WireMachine", "AddRoute"]

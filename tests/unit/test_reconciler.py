@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -16,9 +17,10 @@ from sixpn.agent.ports import FakeHost
 from sixpn.agent.reconciler import Reconciler
 from sixpn.core import addressing
 from sixpn.core.hoststate import HostState
-from sixpn.core.plan import Op, RemovePeers, SetPeers
+from sixpn.core.incremental import IncrementalDesired
+from sixpn.core.plan import Moves, Op, RemovePeers, SetPeers
 from sixpn.model.entities import Host, Peer
-from sixpn.view import View
+from sixpn.view import Delta, View
 from tests.unit.test_plan import host, machine
 
 
@@ -185,3 +187,49 @@ async def test_an_irrelevant_change_builds_nothing_and_still_counts_as_applied()
         r.request(view(3, a, b, ("cccc0000000003", H1)))  # its own machine: built, applied
         await settle(r, 3)
         assert (r.builds, len(h.state.machines)) == (2, 2)
+
+
+async def test_with_the_kept_state_a_change_is_planned_from_what_it_moved() -> None:
+    """The agent's way (``fleet``): changes are taken into the kept state as they come, each
+    run plans what moved since the run before (no kernel read, no whole state compared), the
+    kernel ends where a rebuild says; ``on_applied`` hears what each run moved (None: full),
+    and a failed run makes the next one read the kernel and plan in full."""
+    h = CountingHost()
+    fleet = IncrementalDesired("h1", 51820, "wg0")
+    heard: list[Moves | None] = []
+    r = Reconciler(h, lambda v: "h1", listen_port=51820, wg_ifname="wg0", fleet=fleet)
+    r.on_applied = lambda _revision, moves: heard.append(moves)
+    a, b = ("aaaa0000000001", H1), ("bbbb0000000002", H2)
+    v = view(1, a, b)
+    fleet.load(v)
+    async with running(r):
+        r.request(v, full=True)
+        await settle(r, 1)
+        assert (h.reads, heard, h.state) == (1, [None], fleet.state)
+
+        # a machine on h1, taken in as the agent does (the view applies it, then the fleet)
+        c = machine("cccc0000000003", H1, 0x10)
+        v = dataclasses.replace(v, revision=2, machines={**v.machines, c.id: c})
+        moved = fleet.apply([Delta("machine", None, c)])
+        h.applied.clear()
+        r.request(v, relevant=moved)
+        await settle(r, 2)
+        assert h.reads == 1
+        assert [type(op).__name__ for op in h.applied] == ["AddSources", "WireMachine", "AddRoute"]
+        assert h.state == fleet.state == r.state()
+        last = heard[-1]
+        assert last is not None
+        assert [len(come) for _, come in (last.machines, last.routes, last.wg_peers)] == [1, 1, 0]
+
+        # it fails half-way: the next run reads the kernel and plans the whole state
+        d = machine("dddd0000000004", H1, 0x20)  # a new network on h1 too
+        v = dataclasses.replace(v, revision=3, machines={**v.machines, d.id: d})
+        h.fail_next = True
+        r.request(v, relevant=fleet.apply([Delta("machine", None, d)]))
+        async with asyncio.timeout(5):
+            while r.stats.failures == 0:
+                await asyncio.sleep(0.01)
+        assert h.state != fleet.state
+        r.request(v, relevant=False)
+        await settle(r, 3)
+        assert (h.reads, heard[-1], h.state) == (2, None, fleet.state)

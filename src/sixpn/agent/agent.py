@@ -33,6 +33,7 @@ from sixpn.core import addressing
 from sixpn.core.hoststate import HostState, wg_ifname
 from sixpn.core.incremental import IncrementalDesired
 from sixpn.core.names import validate_name
+from sixpn.core.plan import Moves
 from sixpn.core.wireguard import split_endpoint
 from sixpn.dns.forward import Forwarder, upstreams_from_resolv_conf
 from sixpn.dns.metrics import DnsCollector
@@ -89,7 +90,7 @@ class Agent:
         self._status_due = asyncio.Event()
         self._listen_due = asyncio.Event()
         self._peers_changed = asyncio.Event()
-        self._last: tuple[int, HostState] | None = None
+        self._last_revision: int | None = None  # the revision last applied
         self._dns_listening: set[str] = set()
 
     async def join(self) -> tuple[str, dict[str, Any]]:
@@ -201,7 +202,7 @@ class Agent:
         host, port = split_endpoint(listen, field="metrics")
         registry = CollectorRegistry()
         registry.register(DnsCollector(self.dns))
-        registry.register(AgentCollector(reconciler, lambda: self._last[1] if self._last else None))
+        registry.register(AgentCollector(reconciler, reconciler.state))
         start_http_server(port, host, registry=registry)
 
     async def _resync(self, follower: Follower) -> None:
@@ -232,12 +233,14 @@ class Agent:
                     log.warning("endpoint %s not recorded: %s", now, exc.message)
             await asyncio.sleep(endpoint.CHECK_SECONDS)
 
-    def _applied(self, revision: int, desired: HostState) -> None:
-        if self._last is not None and self._last[1].wg_peers != desired.wg_peers:
+    def _applied(self, revision: int, moves: Moves | None) -> None:
+        """After each reconcile: what it moved (None: a full one) says what to tell at once."""
+        if moves is None or any(moves.wg_peers):
             self._peers_changed.set()
-        self._last = (revision, desired)
+        if moves is None or any(moves.service_addresses) or self._last_revision is None:
+            self._listen_due.set()
+        self._last_revision = revision
         self._status_due.set()
-        self._listen_due.set()
 
     async def _serve_service_addresses(self) -> None:
         """Follow each applied state's service addresses with DNS listeners, at once (a peer's
@@ -245,8 +248,10 @@ class Agent:
         while True:
             await self._listen_due.wait()
             self._listen_due.clear()
-            assert self._last is not None
-            await self._listen_on_service_addresses(self._last[1])
+            assert self.reconciler is not None
+            desired = self.reconciler.state()
+            assert desired is not None
+            await self._listen_on_service_addresses(desired)
 
     async def _listen_on_service_addresses(self, desired: HostState) -> None:
         """DNS on every service address: fdaa::3, and on a gateway ``<net48>::3`` of each network
@@ -319,9 +324,10 @@ class Agent:
         while True:
             await self._status_due.wait()
             self._status_due.clear()
-            assert self._last is not None
             assert self.reconciler is not None
-            revision, desired = self._last
+            revision, desired = self._last_revision, self.reconciler.state()
+            assert revision is not None
+            assert desired is not None
             stats = self.reconciler.stats
             machines = follower.view.machines
             wired = []

@@ -16,9 +16,15 @@ the next request reads the kernel whatever the desired state.
 
 The agent keeps the desired state change by change (``fleet``, ``core.incremental``): built
 from scratch it reads the whole fleet (125 ms at 100k machines), kept it costs what the change
-touches. A change that did not move it (``relevant=False``) only counts its revision as
-applied, so the host's status keeps up with the store. Without ``fleet`` (tests), every run
-builds it from the view.
+touches, and a run between full reads plans from the kept state's journal of what moved since
+the run before (``plan_moves``): no whole state is made, copied or compared, so a change of one
+peer or one machine of a host holding thousands costs that peer or machine. A change that did
+not move it (``relevant=False``) only counts its revision as applied, so the host's status keeps
+up with the store. Without ``fleet`` (tests), every run builds it from the view.
+
+``on_applied(revision, moves)`` follows every run: ``moves`` is what the run changed, or None
+after a full run (anything may have); :meth:`Reconciler.state` is the desired state applied,
+made when asked (status reports, DNS listeners).
 """
 
 from __future__ import annotations
@@ -33,7 +39,7 @@ from sixpn.agent.ports import HostPort
 from sixpn.core.desired import desired_state
 from sixpn.core.hoststate import HostState
 from sixpn.core.incremental import IncrementalDesired
-from sixpn.core.plan import Op, plan
+from sixpn.core.plan import Moves, Op, plan, plan_moves
 from sixpn.view import View
 
 log = logging.getLogger("sixpn.agent.reconcile")
@@ -59,7 +65,7 @@ class Reconciler:
         listen_port: int,
         wg_ifname: str | None = None,
         orchestrator_netns: Callable[[str], str | None] | None = None,
-        on_applied: Callable[[int, HostState], None] | None = None,
+        on_applied: Callable[[int, Moves | None], None] | None = None,
         fleet: IncrementalDesired | None = None,
     ) -> None:
         self.host = host
@@ -75,7 +81,8 @@ class Reconciler:
         self._view: View | None = None
         self._full = True  # the next run reads the kernel whatever the desired state
         self._dirty = True  # a request since the last run may change the desired state
-        self._applied: HostState | None = None  # the desired state last applied in full
+        self._synced = False  # the kernel holds the desired state last applied
+        self._applied: HostState | None = None  # that state (without ``fleet``)
 
     def desired(self, view: View) -> HostState:
         if self.fleet is not None:
@@ -99,6 +106,13 @@ class Reconciler:
             netns_of=netns_of,
         )
 
+    def state(self) -> HostState | None:
+        """The desired state last applied (with ``fleet``: the kept one, which may be ahead of
+        the kernel by the changes of a run not finished yet); None before the first run."""
+        if not self._synced and self._applied is None:
+            return None
+        return self.fleet.state if self.fleet is not None else self._applied
+
     def request(self, view: View, *, full: bool = False, relevant: bool = True) -> None:
         """Ask for a reconcile against ``view`` (coalesced with any pending request). ``full``:
         read the kernel and repair drift even if the desired state is the one last applied;
@@ -117,40 +131,68 @@ class Reconciler:
             view = self._view
             assert view is not None
             revision = view.revision
-            if not self._dirty and not self._full and self._applied is not None:
+            if not self._dirty and not self._full and self._synced:
                 self.stats.unchanged += 1
                 self.stats.applied_revision = revision
                 if self.on_applied is not None:
-                    self.on_applied(revision, self._applied)
+                    self.on_applied(revision, Moves())
                 continue
             self._dirty = False
-            desired = self.desired(view)
-            if not self._full and desired == self._applied:
-                self.stats.unchanged += 1
-            else:
-                # Between full reads the kernel holds what was last applied: plan from that.
-                since = None if self._full else self._applied
-                self._full = False
-                try:
-                    await asyncio.to_thread(self.reconcile_once, desired, since)
-                except Exception as exc:  # logged, counted, retried at the next request/resync
-                    self._applied = None
-                    self.stats.failures += 1
-                    self.stats.last_error = str(exc)
-                    log.error("reconcile at revision %d failed: %s", revision, exc)
-                    continue
-                self._applied = desired
+            full = self._full
+            self._full = False
+            try:
+                moves = await self._run_once(view, full)
+            except Exception as exc:  # logged, counted, retried at the next request/resync
+                self._synced = False
+                self._full = True  # the kernel may hold part of it: read it next time
+                self.stats.failures += 1
+                self.stats.last_error = str(exc)
+                log.error("reconcile at revision %d failed: %s", revision, exc)
+                continue
+            self._synced = True
             self.stats.applied_revision = revision
             if self.on_applied is not None:
-                self.on_applied(revision, desired)
+                self.on_applied(revision, moves)
+
+    async def _run_once(self, view: View, full: bool) -> Moves | None:
+        """One run: a full one reads the kernel and plans against the whole desired state;
+        else the plan is of what moved since the run before (the kernel holds its state).
+        What moved, or None for a full run."""
+        if self.fleet is not None:
+            if full or not self._synced:
+                self.fleet.recheck_netns()
+                self.fleet.take()  # planned in full below, from the kernel
+                await asyncio.to_thread(self.reconcile_once, self.fleet.state)
+                return None
+            moves = self.fleet.take()
+            if not moves:
+                self.stats.unchanged += 1
+            else:
+                await asyncio.to_thread(self._apply_ops, lambda: plan_moves(moves))
+            return moves
+        desired = self.desired(view)
+        if not full and self._synced and desired == self._applied:
+            self.stats.unchanged += 1
+            return Moves()
+        # Between full reads the kernel holds what was last applied: plan from that.
+        since = self._applied if not full and self._synced else None
+        self._applied = None
+        await asyncio.to_thread(self.reconcile_once, desired, since)
+        self._applied = desired
+        return None if since is None else Moves.between(since, desired)
 
     def reconcile_once(self, desired: HostState, actual: HostState | None = None) -> list[Op]:
         """Read (unless ``actual``, the state last applied in full, is given), plan, apply, op
         by op (in the calling thread). Returns what was applied."""
+        return self._apply_ops(
+            lambda: plan(self.host.read() if actual is None else actual, desired)
+        )
+
+    def _apply_ops(self, make_plan: Callable[[], list[Op]]) -> list[Op]:
         started = time.monotonic()
         self.busy = True
         try:
-            ops = plan(self.host.read() if actual is None else actual, desired)
+            ops = make_plan()
             for op in ops:
                 log.info("apply %s", op)
                 self.host.apply(op)

@@ -170,17 +170,84 @@ Op = (
 
 
 _E = TypeVar("_E")
+_Pair = tuple[frozenset[_E], frozenset[_E]]
 
 
 def _minus(a: frozenset[_E], b: frozenset[_E]) -> frozenset[_E]:
-    """``a - b``, at no cost when they are one set: the desired state kept change by change
-    (core/incremental.py) shares every part a change did not touch with the state before, so
-    that planning a change costs the parts it moved, not the whole host."""
+    """``a - b``, at no cost when they are one set: unchanged parts of two states are often
+    the same set object."""
     return frozenset() if a is b else a - b
 
 
 def _by_key(peers: Iterable[WgPeer]) -> dict[str, WgPeer]:
     return {p.public_key: p for p in peers}
+
+
+@dataclass(frozen=True, slots=True)
+class Moves:
+    """What moved from one desired state to the next, set by set: ``(gone, come)`` of each.
+
+    The desired state kept change by change (core/incremental.py) journals its moves, so
+    that a change is planned from what it moved (:func:`plan_moves`), never from a diff of two
+    whole states: a host holding a thousand machines and a thousand mesh peers plans one
+    machine's change in time that does not depend on those thousands.
+    """
+
+    wg_peers: _Pair[WgPeer] = (frozenset(), frozenset())
+    service_addresses: _Pair[IPv6Address] = (frozenset(), frozenset())
+    machines: _Pair[MachineLink] = (frozenset(), frozenset())
+    routes: _Pair[Route] = (frozenset(), frozenset())
+    pairs: _Pair[IPv6Network] = (frozenset(), frozenset())
+    sources: _Pair[Source] = (frozenset(), frozenset())
+    peered: _Pair[Peering] = (frozenset(), frozenset())
+
+    def __bool__(self) -> bool:
+        return any(gone or come for gone, come in self._pairs())
+
+    def _pairs(self) -> tuple[_Pair[object], ...]:
+        return (
+            self.wg_peers,
+            self.service_addresses,
+            self.machines,
+            self.routes,
+            self.pairs,
+            self.sources,
+            self.peered,
+        )
+
+    @classmethod
+    def between(cls, old: HostState, new: HostState) -> Moves:
+        """The moves from ``old`` to ``new`` (of their sets; the interface is not compared)."""
+
+        def pair(a: frozenset[_E], b: frozenset[_E]) -> _Pair[_E]:
+            return (_minus(a, b), _minus(b, a))
+
+        return cls(
+            pair(old.wg_peers, new.wg_peers),
+            pair(old.service_addresses, new.service_addresses),
+            pair(old.machines, new.machines),
+            pair(old.routes, new.routes),
+            pair(old.pairs, new.pairs),
+            pair(old.sources, new.sources),
+            pair(old.peered, new.peered),
+        )
+
+
+@dataclass(slots=True)
+class _Diff:
+    """What the plan's operations are made from (whichever way it was found)."""
+
+    pairs: _Pair[IPv6Network]
+    sources: _Pair[Source]
+    peered: _Pair[Peering]
+    stray_links: list[str]  # host-side machine links recording nothing, removed first
+    stale_machines: frozenset[MachineLink]  # machines wired now that are not as desired
+    rewired: frozenset[str]  # of those, the IDs that are desired (wired again, new shape)
+    wired: list[MachineLink]  # machines to wire, by ID
+    routes: _Pair[Route]
+    service_addresses: _Pair[IPv6Address]
+    have: dict[str, WgPeer]  # peers there that are not as desired, by key
+    want: dict[str, WgPeer]  # peers desired that are not there as they are, by key
 
 
 def plan(actual: HostState, desired: HostState) -> list[Op]:
@@ -191,35 +258,28 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
         if actual.wg_ifname is not None and actual.wg_ifname != desired.wg_ifname:
             ops.append(RemoveWg(actual.wg_ifname))
         ops.append(EnsureWg(desired.wg_ifname, desired.listen_port))
+    nft = Moves.between(actual, desired)
     if not actual.nft_rules_ok:
         ops.append(ReplaceNftTable(desired.pairs, desired.sources, desired.peered))
-    else:
-        if _minus(desired.pairs, actual.pairs):
-            ops.append(AddPairs(_minus(desired.pairs, actual.pairs)))
-        if _minus(desired.sources, actual.sources):
-            ops.append(AddSources(_minus(desired.sources, actual.sources)))
-        if _minus(desired.peered, actual.peered):
-            ops.append(AddPeered(_minus(desired.peered, actual.peered)))
-
+        nft = dataclasses.replace(
+            nft,
+            pairs=(frozenset(), frozenset()),
+            sources=(frozenset(), frozenset()),
+            peered=(frozenset(), frozenset()),
+        )
     # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
     gone_ifs: set[str | None] = set()
     if wg_changed and actual.wg_ifname != desired.wg_ifname:
         gone_ifs.add(actual.wg_ifname)
-    for ifname in sorted(actual.stray_links):
-        ops.append(RemoveStrayLink(ifname))
-        gone_ifs.add(ifname)
+    gone_ifs.update(actual.stray_links)
     stale_machines = _minus(actual.machines, desired.machines) | (
         actual.partial_machines - desired.machines
     )
     # (a change of one machine of a host holding a thousand costs that machine, not the host)
     desired_ids = {m.machine_id for m in desired.machines} if stale_machines else set()
-    for link in sorted(stale_machines, key=_link_key):
-        if link.machine_id in desired_ids:
-            ops.append(UnwireMachine(link))  # rewired below with its new shape
-            gone_ifs.add(link.host_ifname)
+    rewired = frozenset(m.machine_id for m in stale_machines if m.machine_id in desired_ids)
+    gone_ifs.update(m.host_ifname for m in stale_machines if m.machine_id in rewired)
     wired = sorted(_minus(desired.machines, actual.machines), key=lambda m: m.machine_id)
-    for link in wired:
-        ops.append(WireMachine(link))
     routes = actual.routes
     if gone_ifs:
         routes = frozenset(r for r in actual.routes if r.ifname not in gone_ifs)
@@ -228,38 +288,89 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     # only route is its /112 on its veth (core.desired): looked up, not searched for, so that
     # wiring one machine of a host with a thousand costs that machine.
     again = {Route(link.prefix, link.host_ifname) for link in wired} & desired.routes
-    for route in sorted(_minus(desired.routes, routes) | again, key=_route_key):
-        ops.append(AddRoute(route))
-    for address in sorted(desired.service_addresses - actual.service_addresses):
-        ops.append(AddAddress(address))
     kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
     # only the peers that differ are looked at: a thousand that did not change cost nothing
-    have, want = (
-        _by_key(_minus(kept_peers, desired.wg_peers)),
-        _by_key(_minus(desired.wg_peers, kept_peers)),
+    diff = _Diff(
+        pairs=nft.pairs,
+        sources=nft.sources,
+        peered=nft.peered,
+        stray_links=sorted(actual.stray_links),
+        stale_machines=stale_machines,
+        rewired=rewired,
+        wired=wired,
+        routes=(_minus(routes, desired.routes), _minus(desired.routes, routes) | again),
+        service_addresses=nft.service_addresses,
+        have=_by_key(_minus(kept_peers, desired.wg_peers)),
+        want=_by_key(_minus(desired.wg_peers, kept_peers)),
     )
-    changed = frozenset(p for key, p in want.items() if not _same_peer(have.get(key), p))
+    _operations(ops, diff)
+    if desired.wg_ifname is None and actual.wg_ifname is not None:
+        ops.append(RemoveWg(actual.wg_ifname))
+    return ops
+
+
+def plan_moves(moves: Moves) -> list[Op]:
+    """``plan(before, after)`` of two desired states (as core.desired builds them: a machine's
+    only route is its /112 on its veth) from what moved between them: the plan of a change
+    applied on top of the state before it, which the kernel holds (agent/reconciler.py).
+    Checked against :func:`plan` after every change of random fleets
+    (tests/unit/test_incremental.py)."""
+    stale = moves.machines[0]
+    wired = sorted(moves.machines[1], key=lambda m: m.machine_id)
+    rewired = frozenset(m.machine_id for m in wired) & {m.machine_id for m in stale}
+    # a machine wired again: the routes of its old veth go with it, its new one gets its route
+    gone_ifs = {m.host_ifname for m in stale if m.machine_id in rewired}
+    gone_routes, come_routes = moves.routes
+    diff = _Diff(
+        pairs=moves.pairs,
+        sources=moves.sources,
+        peered=moves.peered,
+        stray_links=[],
+        stale_machines=stale,
+        rewired=rewired,
+        wired=wired,
+        routes=(
+            frozenset(r for r in gone_routes if r.ifname not in gone_ifs),
+            come_routes | {Route(link.prefix, link.host_ifname) for link in wired},
+        ),
+        service_addresses=moves.service_addresses,
+        have=_by_key(moves.wg_peers[0]),
+        want=_by_key(moves.wg_peers[1]),
+    )
+    return _operations([], diff)
+
+
+def _operations(ops: list[Op], d: _Diff) -> list[Op]:
+    """The operations of a diff, after ``ops``: what new traffic needs first, what goes away
+    last, in reverse."""
+    if d.pairs[1]:
+        ops.append(AddPairs(d.pairs[1]))
+    if d.sources[1]:
+        ops.append(AddSources(d.sources[1]))
+    if d.peered[1]:
+        ops.append(AddPeered(d.peered[1]))
+    ops.extend(RemoveStrayLink(ifname) for ifname in d.stray_links)
+    stale = sorted(d.stale_machines, key=_link_key)
+    ops.extend(UnwireMachine(link) for link in stale if link.machine_id in d.rewired)
+    ops.extend(WireMachine(link) for link in d.wired)
+    ops.extend(AddRoute(route) for route in sorted(d.routes[1], key=_route_key))
+    ops.extend(AddAddress(address) for address in sorted(d.service_addresses[1]))
+    changed = frozenset(p for key, p in d.want.items() if not _same_peer(d.have.get(key), p))
     if changed:
         ops.append(SetPeers(changed))
 
     # -- what goes away, last ------------------------------------------------------------------
-    if have.keys() - want.keys():
-        ops.append(RemovePeers(frozenset(have.keys() - want.keys())))
-    for address in sorted(actual.service_addresses - desired.service_addresses):
-        ops.append(RemoveAddress(address))
-    for route in sorted(_minus(routes, desired.routes), key=_route_key):
-        ops.append(RemoveRoute(route))
-    for link in sorted(stale_machines, key=_link_key):
-        if link.machine_id not in desired_ids:
-            ops.append(UnwireMachine(link))
-    if actual.nft_rules_ok and _minus(actual.peered, desired.peered):
-        ops.append(RemovePeered(_minus(actual.peered, desired.peered)))
-    if actual.nft_rules_ok and _minus(actual.sources, desired.sources):
-        ops.append(RemoveSources(_minus(actual.sources, desired.sources)))
-    if actual.nft_rules_ok and _minus(actual.pairs, desired.pairs):
-        ops.append(RemovePairs(_minus(actual.pairs, desired.pairs)))
-    if desired.wg_ifname is None and actual.wg_ifname is not None:
-        ops.append(RemoveWg(actual.wg_ifname))
+    if d.have.keys() - d.want.keys():
+        ops.append(RemovePeers(frozenset(d.have.keys() - d.want.keys())))
+    ops.extend(RemoveAddress(address) for address in sorted(d.service_addresses[0]))
+    ops.extend(RemoveRoute(route) for route in sorted(d.routes[0], key=_route_key))
+    ops.extend(UnwireMachine(link) for link in stale if link.machine_id not in d.rewired)
+    if d.peered[0]:
+        ops.append(RemovePeered(d.peered[0]))
+    if d.sources[0]:
+        ops.append(RemoveSources(d.sources[0]))
+    if d.pairs[0]:
+        ops.append(RemovePairs(d.pairs[0]))
     return ops
 
 

@@ -225,6 +225,12 @@ SHORT = {
 }
 
 
+def short(case: str) -> str:
+    """``machine created, moved`` -> ``created (moved)``."""
+    kind, _, what = case.partition(", ")
+    return f"{SHORT.get(kind, kind)} ({what})" if what else SHORT.get(kind, kind)
+
+
 def below_size(verdict: str, size: int, needed: int, what: str) -> tuple[str, str]:
     """(verdict, note): a run smaller than the target's fleet cannot pass or fail it."""
     if size >= needed:
@@ -267,10 +273,10 @@ def flat_row(
     pairs = {k: (cost(small, k), cost(large, k)) for k in kinds}
     verdicts = [scr.flat(a, b).split()[0] for a, b in pairs.values()]
     verdict = "FAIL" if "FAIL" in verdicts else "PASS"
-    digits = 0 if unit == "us" else 2
+    digits = 0 if unit == "us" else 3
 
     def listing(i: int) -> str:
-        return ", ".join(f"{SHORT[k]} {ab[i]:.{digits}f}" for k, ab in pairs.items())
+        return ", ".join(f"{short(k)} {ab[i]:.{digits}f}" for k, ab in pairs.items())
 
     figure = f"{large['size']:,} machines: {listing(1)} {unit}"
     anchor = f"{small['size']:,} machines (same run): {listing(0)} {unit}"
@@ -292,7 +298,7 @@ def scale_rows(data: dict[str, Any]) -> list[Row]:
         flat_row("Scale: DNS per change independent of fleet size (decode + apply)", small,
                  large, dns_change_us, scr.KINDS, "us"),
         flat_row("Scale: agent per change independent of fleet size", small, large,
-                 scr.agent_change, scr.AGENT_KINDS, "ms"),
+                 scr.agent_case, scr.agent_cases(sizes), "ms"),
     ]  # fmt: skip
 
 

@@ -207,13 +207,16 @@ run_drain(long fd, long budget, PyObject *responses, PyObject *rcodes, long long
 
     busy = 1;
     long received = 0;
-    int n = 1;
-    /* Until the socket is empty: while one batch is answered, the next queries come in. */
-    while (n > 0 && received < budget) {
-        n = batch((int)fd, budget - received < MAX_BATCH ? (int)(budget - received) : MAX_BATCH,
-                  &st);
+    int n = 0, want = 0;
+    /* Until the socket is empty: while one batch is answered, the next queries come in. A batch
+     * short of what it asked for found the socket empty: no further recvmmsg only to hear
+     * EAGAIN (one syscall per wake-up saved at a paced rate; whatever came meanwhile wakes the
+     * next poll at once). */
+    do {
+        want = budget - received < MAX_BATCH ? (int)(budget - received) : MAX_BATCH;
+        n = batch((int)fd, want, &st);
         received += n > 0 ? n : 0;
-    }
+    } while (n == want && received < budget);
     busy = 0;
     Py_XDECREF(st.net_obj);
     if (n < 0 || add_counts(rcodes, st.per_rcode) < 0) {
@@ -272,35 +275,12 @@ count_drain(long fd, long budget, PyObject *responses, PyObject *counters)
     return misses;
 }
 
-/* serve(fd, stop_fd, responses, counters, budget, lock, zone, version): wait until fd or stop_fd
- * is readable, the GIL released meanwhile (a UDP thread of its own waits here, not the event
- * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does,
- * counted into `counters` (.queries, .dropped, .rcodes). None: stop_fd is readable. False: the
- * zone's version is no longer `version` (the caller drops what changed, then drains). Else the
- * misses, as drain() gives them. */
+/* One wake-up's drain under `lock`: False if the zone's version is no longer `version`, else
+ * the misses (an empty list: every query was answered here). */
 static PyObject *
-serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+locked_drain(long fd, long budget, PyObject *const *args)
 {
-    if (nargs != 8)
-        return PyErr_Format(PyExc_TypeError, "serve() takes 8 arguments");
-    long fd = PyLong_AsLong(args[0]), stop = PyLong_AsLong(args[1]);
-    long budget = PyLong_AsLong(args[4]);
     PyObject *lock = args[5], *zone = args[6], *version = args[7];
-    if (PyErr_Occurred())
-        return NULL;
-    if (stop < 0 || stop > INT_MAX || fd < 0 || fd > INT_MAX)
-        return PyErr_Format(PyExc_ValueError, "fd out of range");
-    struct pollfd fds[2] = {{.fd = (int)fd, .events = POLLIN}, {.fd = (int)stop, .events = POLLIN}};
-    int ready;
-    Py_BEGIN_ALLOW_THREADS
-    do
-        ready = poll(fds, 2, -1);
-    while (ready < 0 && errno == EINTR);
-    Py_END_ALLOW_THREADS
-    if (ready < 0)
-        return PyErr_SetFromErrno(PyExc_OSError);
-    if (fds[1].revents)
-        Py_RETURN_NONE;
     PyObject *held_lock = PyObject_CallMethod(lock, "acquire", NULL);
     if (held_lock == NULL)
         return NULL;
@@ -317,6 +297,44 @@ serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
     }
     Py_DECREF(released);
     return out;
+}
+
+/* serve(fd, stop_fd, responses, counters, budget, lock, zone, version): wait until fd or stop_fd
+ * is readable, the GIL released meanwhile (a UDP thread of its own waits here, not the event
+ * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does,
+ * counted into `counters` (.queries, .dropped, .rcodes); and wait again, as long as every query
+ * was answered here (a paced stream of cached queries never returns to Python: one poll, one
+ * recvmmsg and one sendmmsg a query). None: stop_fd is readable. False: the zone's version is
+ * no longer `version` (the caller drops what changed, then drains). Else the misses, as drain()
+ * gives them. */
+static PyObject *
+serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 8)
+        return PyErr_Format(PyExc_TypeError, "serve() takes 8 arguments");
+    long fd = PyLong_AsLong(args[0]), stop = PyLong_AsLong(args[1]);
+    long budget = PyLong_AsLong(args[4]);
+    if (PyErr_Occurred())
+        return NULL;
+    if (stop < 0 || stop > INT_MAX || fd < 0 || fd > INT_MAX)
+        return PyErr_Format(PyExc_ValueError, "fd out of range");
+    struct pollfd fds[2] = {{.fd = (int)fd, .events = POLLIN}, {.fd = (int)stop, .events = POLLIN}};
+    for (;;) {
+        int ready;
+        Py_BEGIN_ALLOW_THREADS
+        do
+            ready = poll(fds, 2, -1);
+        while (ready < 0 && errno == EINTR);
+        Py_END_ALLOW_THREADS
+        if (ready < 0)
+            return PyErr_SetFromErrno(PyExc_OSError);
+        if (fds[1].revents)
+            Py_RETURN_NONE;
+        PyObject *out = locked_drain(fd, budget, args);
+        if (out == NULL || !PyList_Check(out) || PyList_GET_SIZE(out) > 0)
+            return out;
+        Py_DECREF(out);
+    }
 }
 
 static PyMethodDef methods[] = {

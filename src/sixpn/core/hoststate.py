@@ -123,3 +123,8 @@ class HostState:
     # leaves, or a link whose record was cleared by hand. Actual side only; the plan removes
     # them whole (a machine still desired is then wired afresh, in the namespace it has).
     stray_links: frozenset[str] = frozenset()
+
+
+# The sets a desired state is made of (the others are the interface, and the actual side's
+# findings): what core/incremental.py keeps and journals, and core/plan.Moves carries.
+DESIRED_SETS = ("wg_peers", "service_addresses", "machines", "routes", "pairs", "sources", "peered")

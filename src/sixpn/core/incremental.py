@@ -40,6 +40,7 @@ from typing import Any, Generic, TypeVar
 from sixpn.core import addressing
 from sixpn.core.desired import carried, machine_link, mesh_peer, served_peer
 from sixpn.core.hoststate import (
+    DESIRED_SETS,
     PEERING_TABLE,
     SIXPN_ROUTE,
     HostState,
@@ -165,15 +166,7 @@ class _Parts:
         self.pairs: _Kept[IPv6Network] = _Kept()
         self.sources: _Kept[Source] = _Kept()
         self.peered: _Kept[Peering] = _Kept()
-        self.every: tuple[_Kept[Any], ...] = (
-            self.wg_peers,
-            self.service_addresses,
-            self.machines,
-            self.routes,
-            self.pairs,
-            self.sources,
-            self.peered,
-        )
+        self.every: tuple[_Kept[Any], ...] = tuple(getattr(self, f) for f in DESIRED_SETS)
 
 
 @dataclass
@@ -217,31 +210,16 @@ class IncrementalDesired:
     def state(self) -> HostState:
         """The desired state now, made whole (each set copied only if it moved since the last
         time it was asked for)."""
-        p = self._parts
-        return HostState(
-            wg_ifname=self.wg,
-            listen_port=self.listen_port,
-            wg_peers=p.wg_peers.frozen(),
-            service_addresses=p.service_addresses.frozen(),
-            machines=p.machines.frozen(),
-            routes=p.routes.frozen(),
-            pairs=p.pairs.frozen(),
-            sources=p.sources.frozen(),
-            peered=p.peered.frozen(),
-        )
+        sets: dict[str, Any] = {
+            f: kept.frozen() for f, kept in zip(DESIRED_SETS, self._parts.every, strict=True)
+        }
+        return HostState(wg_ifname=self.wg, listen_port=self.listen_port, **sets)
 
     def take(self) -> Moves:
         """What moved since the last take (or since this object was made): the reconciler's
         journal, planned by :func:`~sixpn.core.plan.plan_moves`."""
-        p = self._parts
         return Moves(
-            wg_peers=p.wg_peers.take(),
-            service_addresses=p.service_addresses.take(),
-            machines=p.machines.take(),
-            routes=p.routes.take(),
-            pairs=p.pairs.take(),
-            sources=p.sources.take(),
-            peered=p.peered.take(),
+            **{f: kept.take() for f, kept in zip(DESIRED_SETS, self._parts.every, strict=True)}
         )
 
     # -- whole fleet ------------------------------------------------------------------------------

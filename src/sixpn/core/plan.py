@@ -33,7 +33,15 @@ from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
 from typing import TypeVar
 
-from sixpn.core.hoststate import HostState, MachineLink, Peering, Route, Source, WgPeer
+from sixpn.core.hoststate import (
+    DESIRED_SETS,
+    HostState,
+    MachineLink,
+    Peering,
+    Route,
+    Source,
+    WgPeer,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,18 +210,7 @@ class Moves:
     peered: _Pair[Peering] = (frozenset(), frozenset())
 
     def __bool__(self) -> bool:
-        return any(gone or come for gone, come in self._pairs())
-
-    def _pairs(self) -> tuple[_Pair[object], ...]:
-        return (
-            self.wg_peers,
-            self.service_addresses,
-            self.machines,
-            self.routes,
-            self.pairs,
-            self.sources,
-            self.peered,
-        )
+        return any(gone or come for gone, come in (getattr(self, f) for f in DESIRED_SETS))
 
     @classmethod
     def between(cls, old: HostState, new: HostState) -> Moves:
@@ -222,15 +219,7 @@ class Moves:
         def pair(a: frozenset[_E], b: frozenset[_E]) -> _Pair[_E]:
             return (_minus(a, b), _minus(b, a))
 
-        return cls(
-            pair(old.wg_peers, new.wg_peers),
-            pair(old.service_addresses, new.service_addresses),
-            pair(old.machines, new.machines),
-            pair(old.routes, new.routes),
-            pair(old.pairs, new.pairs),
-            pair(old.sources, new.sources),
-            pair(old.peered, new.peered),
-        )
+        return cls(**{f: pair(getattr(old, f), getattr(new, f)) for f in DESIRED_SETS})
 
 
 @dataclass(slots=True)

@@ -34,7 +34,7 @@ import pytest
 from pyroute2 import IPRoute
 from pyroute2 import netns as pr_netns
 
-from sixpn.agent.linux import _sys, links, nft, wg
+from sixpn.agent.linux import _sys, hostnet, links, nft, wg
 from sixpn.agent.linux.host import LinuxHost
 from sixpn.core import addressing
 from sixpn.core.hoststate import (
@@ -670,15 +670,15 @@ def test_adapters_are_idempotent_and_translate_errors(lab: Lab) -> None:
         call(nft.read, wg_name),
         call(links.wire_machine, m, create_netns=True),
         call(links.wire_machine, m, create_netns=True),
-        call(links.add_route, route),
-        call(links.add_route, route),
+        call(hostnet.add_route, route),
+        call(hostnet.add_route, route),
         call(links.read_machines),
-        call(links.read_routes),
-        call(links.add_address, DNS),
-        call(links.add_address, DNS),
-        call(links.read_service_addresses),
-        call(links.remove_route, route),
-        call(links.remove_route, route),
+        call(hostnet.read_routes),
+        call(hostnet.add_address, DNS),
+        call(hostnet.add_address, DNS),
+        call(hostnet.read_service_addresses),
+        call(hostnet.remove_route, route),
+        call(hostnet.remove_route, route),
         call(links.unwire_machine, m, delete_netns=True),
         call(links.unwire_machine, m, delete_netns=True),
         call(links.read_machines),

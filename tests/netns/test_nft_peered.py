@@ -52,7 +52,7 @@ def test_peerings_are_loaded_read_added_and_removed_in_the_kernel() -> None:
 ROUTING = """
 import json, subprocess
 from ipaddress import IPv6Network as N
-from sixpn.agent.linux import links
+from sixpn.agent.linux import hostnet
 from sixpn.core.hoststate import PEERING_TABLE, Route
 
 def ip(*args):
@@ -68,18 +68,18 @@ ip("link", "set", "sxw1", "up"); ip("link", "set", "up0", "up"); ip("link", "set
 ip("-6", "addr", "add", "2001:db8:ffff::1/64", "dev", "up0", "nodad")  # the host's own uplink
 ip("-6", "route", "add", "default", "via", "2001:db8:ffff::2", "dev", "up0")
 route = Route(N("2001:db8::/32"), "sxw1", PEERING_TABLE)  # covers the host's own uplink
-links.ensure_peering_rule(); links.ensure_peering_rule()  # idempotent
-assert links.peering_rule_present()
-links.add_route(route)
-assert route in links.read_routes()
+hostnet.ensure_peering_rule(); hostnet.ensure_peering_rule()  # idempotent
+assert hostnet.peering_rule_present()
+hostnet.add_route(route)
+assert route in hostnet.read_routes()
 # 6PN's packets follow the route; the host's own (its WireGuard endpoint, anything) do not
 assert dev_for("2001:db8:1::5", src="fdaa:0:18:0:1:0:a:2") == "sxw1"
 assert dev_for("2001:db8:1::5") == "up0"
 assert dev_for("2001:db8:ffff::2") == "up0"
-links.remove_route(route)
-assert route not in links.read_routes()
-links.remove_peering_rule(); links.remove_peering_rule()
-assert not links.peering_rule_present()
+hostnet.remove_route(route)
+assert route not in hostnet.read_routes()
+hostnet.remove_peering_rule(); hostnet.remove_peering_rule()
+assert not hostnet.peering_rule_present()
 assert "lookup 110" not in ip("-6", "rule")
 print("ok")
 """

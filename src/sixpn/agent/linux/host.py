@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import assert_never
 
-from sixpn.agent.linux import links, nft, wg
+from sixpn.agent.linux import hostnet, links, nft, wg
 from sixpn.agent.ports import PeerStats
 from sixpn.core.hoststate import (
     MACHINE_NETNS_PREFIX,
@@ -97,7 +97,7 @@ class LinuxHost:
             sources=table.sources,
             peered=table.peered,
             nft_rules_ok=(
-                table.rules_ok and links.forwarding_enabled() and links.peering_rule_present()
+                table.rules_ok and hostnet.forwarding_enabled() and hostnet.peering_rule_present()
             ),
             partial_machines=aliases - machines,
             stray_links=strays,
@@ -126,8 +126,8 @@ class LinuxHost:
         match op:
             case EnsureWg(ifname=ifname, listen_port=port):
                 wg.ensure_interface(ifname, port, self.private_key_path, self.backend)
-                links.enable_forwarding()
-                links.ensure_peering_rule()
+                hostnet.enable_forwarding()
+                hostnet.ensure_peering_rule()
             case RemoveWg(ifname=ifname):
                 wg.remove_interface(ifname)
             case SetPeers(peers=peers):
@@ -135,9 +135,9 @@ class LinuxHost:
             case RemovePeers(public_keys=keys):
                 wg.remove_peers(self.wg_ifname, keys)
             case AddAddress(address=address):
-                links.add_address(address)
+                hostnet.add_address(address)
             case RemoveAddress(address=address):
-                links.remove_address(address)
+                hostnet.remove_address(address)
             case WireMachine(link=link):
                 links.wire_machine(link, create_netns=self.create_netns)
             case UnwireMachine(link=link):
@@ -145,13 +145,13 @@ class LinuxHost:
             case RemoveStrayLink(ifname=ifname):
                 links.delete_machine_link(ifname)
             case AddRoute(route=route):
-                links.add_route(route)
+                hostnet.add_route(route)
             case RemoveRoute(route=route):
-                links.remove_route(route)
+                hostnet.remove_route(route)
             case ReplaceNftTable(pairs=pairs, sources=sources, peered=peered):
                 nft.replace_table(self.wg_ifname, pairs, sources, peered)
-                links.enable_forwarding()
-                links.ensure_peering_rule()
+                hostnet.enable_forwarding()
+                hostnet.ensure_peering_rule()
             case AddPairs(networks=networks):
                 nft.add_pairs(networks)
             case RemovePairs(networks=networks):
@@ -186,9 +186,9 @@ class LinuxHost:
         steps.append(links.delete_machine_links)  # any left: partial wirings without an alias
         for ifname in sorted({self.wg_ifname, *self._wg_links()}):
             steps.append(partial(wg.remove_interface, ifname))
-        steps += [partial(links.remove_route, r) for r in links.read_routes()]
-        steps += [partial(links.remove_address, a) for a in links.read_service_addresses()]
-        steps.append(links.remove_peering_rule)
+        steps += [partial(hostnet.remove_route, r) for r in hostnet.read_routes()]
+        steps += [partial(hostnet.remove_address, a) for a in hostnet.read_service_addresses()]
+        steps.append(hostnet.remove_peering_rule)
         steps.append(nft.delete_table)  # last: isolation holds while machines are still wired
         errors: list[SixpnError] = []
         for step in steps:

@@ -1,4 +1,5 @@
-"""Machines wired to the host, the routes and service addresses the agent owns (pyroute2).
+"""Machines wired to the host (pyroute2); the routes, the rule and the addresses the agent owns
+beside them are in :mod:`sixpn.agent.linux.hostnet`.
 
 A wired machine (SPEC 7) is: a namespace (the orchestrator's, or ``sixpn-m-<id>`` made here);
 a veth pair whose host side ``sxm<id[:12]>`` is up in the host's namespace with ``fe80::1/64``
@@ -30,9 +31,8 @@ Rules that hold:
 - the host side's alias records what it was wired for (``sixpn <id> <address> <netns>``), and
   ``read_machines`` checks that against the kernel (the peer's namespace by its netns ID, the
   peer's index, addresses, routes, files) instead of trusting it;
-- only routes with protocol ``ROUTE_PROTO`` (in the main table and ``PEERING_TABLE``), the
-  rule ``from fdaa::/16 lookup PEERING_TABLE`` and ``/128`` addresses inside ``fdaa::/16`` on
-  ``lo`` are read, added or removed: nothing else in the namespace is touched.
+- what :class:`Snapshot` reads of routes and ``lo``'s addresses is only the agent's own (see
+  :mod:`sixpn.agent.linux.hostnet`): nothing else in the namespace is touched.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ from sixpn.core.hoststate import (
     MACHINE_IF_PREFIX,
     MACHINE_NETNS_PREFIX,
     MAIN_TABLE,
-    PEERING_RULE_PRIORITY,
     PEERING_TABLE,
     ROUTE_PROTO,
     MachineLink,
@@ -67,7 +66,6 @@ from sixpn.model.errors import Conflict, InvalidInput, NotFound, Unavailable
 MTU = 1420
 NETNS_DIR = Path("/var/run/netns")
 ETC_NETNS = Path("/etc/netns")
-FORWARDING = Path("/proc/sys/net/ipv6/conf/all/forwarding")
 ALIAS_TAG = "sixpn"
 TABLES = (MAIN_TABLE, PEERING_TABLE)
 IFF_UP = 0x1
@@ -128,11 +126,11 @@ def wire_machine(link: MachineLink, *, create_netns: bool) -> None:
 def _configure(ipr: Any, ns: Any, host: int, eth0: int, link: MachineLink) -> None:
     """Both ends up with the tunnel's MTU, the addresses, the default route, the neighbours."""
     ipr.link("set", index=host, mtu=MTU, state="up")
-    _ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
+    ensure_address(ipr, host, HOST_SIDE_ADDRESS, 64)
     (lo,) = ns.link_lookup(ifname="lo")
     ns.link("set", index=lo, state="up")
     ns.link("set", index=eth0, mtu=MTU, state="up")
-    _ensure_address(ns, eth0, link.address, 112)
+    ensure_address(ns, eth0, link.address, 112)
     ns.route("replace", dst="::", dst_len=0, gateway=str(HOST_SIDE_ADDRESS), oif=eth0, family=AF6)
     _introduce(ipr, host, link.address, ns, eth0, HOST_SIDE_ADDRESS)
 
@@ -412,7 +410,7 @@ def _nsid(ipr: Any, ns: str) -> int | None:
     return int(nsid) if nsid is not None and nsid >= 0 else None
 
 
-def _ensure_address(ipr: Any, index: int, address: IPv6Address, prefixlen: int) -> None:
+def ensure_address(ipr: Any, index: int, address: IPv6Address, prefixlen: int) -> None:
     with _sys.ignore(_sys.EEXIST):
         ipr.addr(
             "add",
@@ -430,115 +428,3 @@ def _addresses_by_index(ipr: Any) -> dict[int, set[tuple[IPv6Address, int]]]:
         address = IPv6Address(a.get_attr("IFA_ADDRESS"))
         out.setdefault(int(a["index"]), set()).add((address, int(a["prefixlen"])))
     return out
-
-
-# -- routes ----------------------------------------------------------------------------------
-
-
-def add_route(route: Route) -> None:
-    """Route ``route.prefix`` to ``route.ifname`` with our protocol (replacing one to elsewhere)."""
-    what = f"adding route {route.prefix} dev {route.ifname}"
-    with _sys.netlink(what), IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=route.ifname)
-        if not found:
-            raise NotFound(f"{what}: no interface {route.ifname}")
-        ipr.route("replace", **_route_spec(route), oif=found[0])
-
-
-def remove_route(route: Route) -> None:
-    what = f"removing route {route.prefix} dev {route.ifname}"
-    with _sys.netlink(what), IPRoute() as ipr:
-        found = ipr.link_lookup(ifname=route.ifname)
-        if found:
-            with _sys.ignore(_sys.ESRCH, _sys.ENODEV, _sys.ENOENT):
-                ipr.route("del", **_route_spec(route), oif=found[0])
-
-
-def read_routes() -> frozenset[Route]:
-    with snapshot("reading routes") as kernel:
-        return kernel.routes()
-
-
-def _route_spec(route: Route) -> dict[str, Any]:
-    prefix = route.prefix
-    return {
-        "dst": str(prefix.network_address),
-        "dst_len": prefix.prefixlen,
-        "proto": ROUTE_PROTO,
-        "family": AF6,
-        "table": route.table,
-    }
-
-
-# -- the rule of routed peering --------------------------------------------------------------
-
-_PEERING_RULE = {
-    "family": AF6,
-    "src": str(SIXPN_PREFIX.network_address),
-    "src_len": SIXPN_PREFIX.prefixlen,
-    "table": PEERING_TABLE,
-    "priority": PEERING_RULE_PRIORITY,
-}
-
-
-def peering_rule_present() -> bool:
-    """Whether ``from fdaa::/16 lookup PEERING_TABLE`` is there, at its priority."""
-    with _sys.netlink("reading routing rules"), IPRoute() as ipr:
-        return any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6))
-
-
-def ensure_peering_rule() -> None:
-    with _sys.netlink("adding the routed peering rule"), IPRoute() as ipr:
-        if not any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6)):
-            ipr.rule("add", **_PEERING_RULE)
-
-
-def remove_peering_rule() -> None:
-    with _sys.netlink("removing the routed peering rule"), IPRoute() as ipr:
-        while any(_is_peering_rule(r) for r in ipr.get_rules(family=AF6)):
-            ipr.rule("del", **_PEERING_RULE)
-
-
-def _is_peering_rule(rule: Any) -> bool:
-    src = rule.get_attr("FRA_SRC")
-    return (
-        src is not None
-        and IPv6Network(f"{src}/{rule['src_len']}") == SIXPN_PREFIX
-        and (rule.get_attr("FRA_TABLE") or rule["table"]) == PEERING_TABLE
-        and rule.get_attr("FRA_PRIORITY") == PEERING_RULE_PRIORITY
-    )
-
-
-# -- service addresses on lo -----------------------------------------------------------------
-
-
-def add_address(address: IPv6Address) -> None:
-    with _sys.netlink(f"adding {address}/128 to lo"), IPRoute() as ipr:
-        (lo,) = ipr.link_lookup(ifname="lo")
-        _ensure_address(ipr, lo, address, 128)
-
-
-def remove_address(address: IPv6Address) -> None:
-    with _sys.netlink(f"removing {address}/128 from lo"), IPRoute() as ipr:
-        (lo,) = ipr.link_lookup(ifname="lo")
-        with _sys.ignore(_sys.EADDRNOTAVAIL, _sys.ENOENT):
-            ipr.addr("del", index=lo, address=str(address), prefixlen=128, family=AF6)
-
-
-def read_service_addresses() -> frozenset[IPv6Address]:
-    with snapshot("reading addresses on lo") as kernel:
-        return kernel.service_addresses()
-
-
-# -- forwarding ------------------------------------------------------------------------------
-
-
-def enable_forwarding() -> None:
-    """IPv6 forwarding in this namespace (``/proc/sys`` is per namespace of the caller)."""
-    with _sys.netlink("enabling IPv6 forwarding"):
-        if not forwarding_enabled():
-            FORWARDING.write_text("1\n")
-
-
-def forwarding_enabled() -> bool:
-    return FORWARDING.read_text().strip() == "1"

@@ -140,6 +140,14 @@ bench-propagation: venv
 	@scripts/sysdeps.sh wireguard-go wireguard-tools nftables iproute2 iputils-ping util-linux
 	$(BIN)/python bench/propagation_bench.py $(if $(findstring --quick,$(BENCH_ARGS)),,--plot $(PROP_PLOT)) $(BENCH_ARGS)
 
+# The control plane's CPU per machine create/stop/destroy at 200 changes/s with 6 change-stream
+# followers, no lab: a real server on SQLite against the same at git HEAD (or BASELINE=REV),
+# alternated, 3 rounds (see bench/README.md), ~2.5 min.
+BASELINE ?= HEAD
+.PHONY: bench-controlplane
+bench-controlplane: venv
+	$(BIN)/python bench/controlplane_cpu.py --baseline $(BASELINE) --rounds 3 --seconds 15 $(BENCH_ARGS)
+
 # Faults (SPEC 10): in a 3-host lab, each fault injected for real (control plane killed, an agent
 # killed mid-batch, a cable pulled for 30 s, an address moved, a host rebooted), the time until
 # every check passes again and the packets two steady flows lost (root; see bench/README.md),

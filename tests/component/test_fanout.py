@@ -147,3 +147,33 @@ async def test_a_follower_too_far_behind_is_told_to_reconnect(store: Store) -> N
         assert first.line is not None
     finally:
         await fanout.close()
+
+
+async def test_a_stream_takes_what_is_there_at_once_and_hears_when_nothing_comes(
+    store: Store,
+) -> None:
+    """What the change stream writes (``batches``): every revision kept after the follower's
+    own in one batch, the same bytes as a direct follow; an empty batch (the stream's
+    heartbeat) after ``idle`` seconds without a change, and the stream goes on after it."""
+    fanout = Fanout(store)
+    try:
+        await fanout.start()
+        since = await store.revision()
+        await write(store, 6)  # 7 revisions: 6 machines, 1 internal key
+        head = await store.revision()
+        async with asyncio.timeout(5):  # until the shared watch has kept them all
+            while fanout.newest() < head:
+                await asyncio.sleep(0.01)
+        want = await collect(feed.follow(store, since), head)
+        batches = fanout.batches(since, idle=0.05)
+        async with asyncio.timeout(5):
+            assert await anext(batches) == want
+            assert await anext(batches) == []  # nothing new for 50 ms
+            await write(store, 1, start=6)
+            got: list[feed.FeedChange] = []
+            while not got:  # (heartbeats until the shared watch has it, on a slow machine)
+                got = await anext(batches)
+            assert [c.revision for c in got] == [head + 1]
+        await batches.aclose()
+    finally:
+        await fanout.close()

@@ -67,13 +67,29 @@ class Fanout:
     ) -> AsyncGenerator[feed.FeedChange, None]:
         """Every revision after ``since``, in order, each exactly once (``feed.follow``'s
         contract), from memory once ``since`` is within what is kept."""
+        batches = self.batches(since, end_when_deleted=end_when_deleted)
+        try:
+            async for batch in batches:
+                for change in batch:
+                    yield change
+        finally:
+            await batches.aclose()
+
+    async def batches(
+        self, since: int, *, end_when_deleted: str | None = None, idle: float | None = None
+    ) -> AsyncGenerator[list[feed.FeedChange], None]:
+        """:meth:`follow`'s revisions, as many at a time as are there when the stream asks
+        (the change stream writes each batch to its follower at once: one write per follower
+        per wake-up, not per revision); with ``idle``, an empty batch after that many seconds
+        with nothing new (the stream's heartbeat). The wait for a change is timed here, by the
+        waiting generator itself, so a stream needs no task of its own per change."""
         await self.start()
         cursor = since
         if cursor < self._floor:
             direct = feed.follow(self.store, cursor, end_when_deleted=end_when_deleted)
             try:
                 async for change in direct:
-                    yield change
+                    yield [change]
                     cursor = change.revision
                     if cursor >= self._floor:
                         break
@@ -88,13 +104,27 @@ class Fanout:
                     f"change stream: the follower at revision {cursor} fell behind the "
                     f"{len(self._kept)} revisions kept in memory; reconnect"
                 )
+            batch: list[feed.FeedChange] = []
+            revoked = False
             for entry in self._after(cursor):
                 if end_when_deleted is not None and end_when_deleted in entry.deleted:
-                    return
-                yield entry.change
-                cursor = entry.change.revision
+                    revoked = True
+                    break
+                batch.append(entry.change)
+            if batch:
+                yield batch
+                cursor = batch[-1].revision
+            if revoked:
+                return
             if cursor >= self.newest():
-                await woken.wait()
+                if idle is None:
+                    await woken.wait()
+                    continue
+                try:
+                    async with asyncio.timeout(idle):
+                        await woken.wait()
+                except TimeoutError:
+                    yield []
 
     def newest(self) -> int:
         """The last revision kept (what every stream reading the shared tail can have)."""

@@ -10,7 +10,7 @@ are reserved the same way (``mid`` key) and never reused.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from sixpn.control import codec, keys
 from sixpn.control.context import Context
@@ -22,8 +22,11 @@ from sixpn.core.alloc import is_machine_id, new_machine_id, pick_machine_field
 from sixpn.core.names import validate_metadata, validate_name
 from sixpn.model.entities import App, Host, Machine, MachineState
 from sixpn.model.errors import Conflict, InvalidInput, NotFound
+from sixpn.store import KV
 
 DEFAULT_PROCESS_GROUP = "app"
+# Entity keys of machines kept by ID (a start, stop or destroy names only the ID): ~250 bytes each.
+ENTITY_KEYS_KEPT = 16_384
 
 
 def machine_missing(org: str, machine_id: str) -> str:
@@ -33,6 +36,11 @@ def machine_missing(org: str, machine_id: str) -> str:
 class Machines:
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+        # ID -> entity key, as the ``mid`` index says. It never changes: an ID is never given
+        # out again (its ``mid`` key stays even when the app goes) and a machine never leaves
+        # its app, so what was read once is kept, and a start, stop or destroy reads one key
+        # fewer (the oldest are forgotten past ENTITY_KEYS_KEPT).
+        self._entity_keys: dict[str, str] = {}
 
     async def create(
         self,
@@ -67,13 +75,13 @@ class Machines:
             await tx.check_guard(keys.host(the_host.name), f"host '{the_host.name}'")
 
             machine_id = new_machine_id(self.ctx.rand_bytes)
-            while await tx.get(keys.machine_id(machine_id)) is not None:
+            while not await tx.is_absent(keys.machine_id(machine_id)):
                 machine_id = new_machine_id(self.ctx.rand_bytes)
             taken: set[int] = set()
             while True:
                 field = pick_machine_field(taken, self.ctx.rand_below)
                 mfield = keys.machine_field(the_app.net_id, the_host.host_id, field)
-                if await tx.get(mfield) is None:
+                if await tx.is_absent(mfield):
                     break
                 taken.add(field)
 
@@ -100,7 +108,14 @@ class Machines:
             tx.put_text(keys.machine_id(machine_id), entity_key)
             return machine
 
-        return await self.ctx.run(fn, what=f"creating a machine of app '{org}/{app}'")
+        made = await self.ctx.run(fn, what=f"creating a machine of app '{org}/{app}'")
+        self._keep(made.id, keys.machine(org, app, made.id))
+        return made
+
+    def _keep(self, machine_id: str, entity_key: str) -> None:
+        if len(self._entity_keys) >= ENTITY_KEYS_KEPT:
+            del self._entity_keys[next(iter(self._entity_keys))]  # the oldest
+        self._entity_keys[machine_id] = entity_key
 
     async def _place(self, tx: Tx, host: str | None, region: str | None) -> Host:
         """The named host, or a host of the region drawn at random (even spread on average)."""
@@ -120,12 +135,26 @@ class Machines:
         return await tx.entity(Host, keys.host(chosen.name), host_missing(chosen.name))
 
     async def get(self, org: str, machine_id: str) -> Machine:
+        entity_key = await self._entity_key(self.ctx.store.get, org, machine_id)
+        found = await self.ctx.store.get(entity_key)
+        if found is None:
+            raise NotFound(machine_missing(org, machine_id))
+        return codec.decode(Machine, found.value)
+
+    async def _entity_key(
+        self, read: Callable[[str], Awaitable[KV | None]], org: str, machine_id: str
+    ) -> str:
+        """The machine's entity key, from its ID (kept, or read with ``read``); NotFound when
+        there is no such machine in ``org``."""
         if is_machine_id(machine_id):
-            kv = await self.ctx.store.get(keys.machine_id(machine_id))
-            if kv is not None and kv.value.decode().startswith(keys.machines_of(org)):
-                found = await self.ctx.store.get(kv.value.decode())
-                if found is not None:
-                    return codec.decode(Machine, found.value)
+            entity_key = self._entity_keys.get(machine_id)
+            if entity_key is None:
+                kv = await read(keys.machine_id(machine_id))
+                if kv is not None:
+                    entity_key = kv.value.decode()
+                    self._keep(machine_id, entity_key)
+            if entity_key is not None and entity_key.startswith(keys.machines_of(org)):
+                return entity_key
         raise NotFound(machine_missing(org, machine_id))
 
     async def list(
@@ -148,8 +177,7 @@ class Machines:
         """Start, stop or destroy. Asking for the state a machine is already in changes nothing."""
 
         async def fn(tx: Tx) -> Machine:
-            current = await self.get(org, machine_id)
-            entity_key = keys.machine(org, current.app, machine_id)
+            entity_key = await self._entity_key(tx.get, org, machine_id)
             machine = await tx.entity(Machine, entity_key, machine_missing(org, machine_id))
             if machine.state == state:
                 return machine

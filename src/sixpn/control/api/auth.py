@@ -18,8 +18,13 @@ from sixpn.control.service import Service
 from sixpn.model.entities import Token, TokenKind
 from sixpn.model.errors import Forbidden, NotFound, Unauthorized
 
+# The dependencies below are ``async def`` although none of them waits for anything but the store:
+# FastAPI runs a plain ``def`` dependency in a worker thread, and the two hand-offs per request
+# (there and back, for ``Svc`` and for the token check) cost the control plane more CPU than the
+# checks themselves (docs/benchmarks.md, "Propagation at rate", 2026-12-06).
 
-def service(request: Request) -> Service:
+
+async def service(request: Request) -> Service:
     svc: Service = request.app.state.service
     return svc
 
@@ -38,7 +43,8 @@ async def principal(request: Request) -> Token:
         raise Unauthorized("missing credential: send 'Authorization: Bearer <token>'")
     if not MIN_SECRET <= len(secret) <= MAX_SECRET:
         raise Unauthorized("unknown or revoked token")  # the same answer as any wrong token
-    return await service(request).tokens.authenticate(secret)
+    svc: Service = request.app.state.service
+    return await svc.tokens.authenticate(secret)
 
 
 Principal = Annotated[Token, Depends(principal)]
@@ -51,12 +57,12 @@ def require(token: Token, *kinds: TokenKind) -> None:
         raise Forbidden(f"this needs an {allowed} token; this is a {token.kind} token")
 
 
-def require_admin(token: Principal) -> Token:
+async def require_admin(token: Principal) -> Token:
     require(token, TokenKind.ADMIN)
     return token
 
 
-def require_org(org: str, token: Principal) -> Token:
+async def require_org(org: str, token: Principal) -> Token:
     """Admin, or a token of organization ``org`` (another org's token: 404 for the org)."""
     if token.kind == TokenKind.ADMIN:
         return token
@@ -67,7 +73,7 @@ def require_org(org: str, token: Principal) -> Token:
     raise Forbidden(f"a {token.kind} token cannot act on organizations")
 
 
-def require_reader(token: Principal) -> Token:
+async def require_reader(token: Principal) -> Token:
     """Admin or host: whoever may read the whole fabric's state."""
     require(token, TokenKind.ADMIN, TokenKind.HOST)
     return token

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Query, Request, Response
@@ -27,33 +25,24 @@ async def get_snapshot(svc: Svc, _: Reader) -> Response:
 async def _stream(
     fanout: Fanout, since: int, heartbeat_s: float, credential_key: str
 ) -> AsyncIterator[bytes]:
+    """The stream's body: a heartbeat, then the lines of each batch of revisions in one write
+    (several lines in one chunk when several revisions came together), a heartbeat after each
+    ``heartbeat_s`` without any; it ends when the follower's credential is deleted (the client
+    reconnects and hears 401)."""
     passed = since
     yield feed.heartbeat(passed)
-    changes = fanout.follow(since, end_when_deleted=credential_key)
-    pending: asyncio.Future[feed.FeedChange] | None = None
+    batches = fanout.batches(since, end_when_deleted=credential_key, idle=heartbeat_s)
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(anext(changes))
-            done, _ = await asyncio.wait({pending}, timeout=heartbeat_s)
-            if not done:
+        async for batch in batches:
+            if not batch:
                 yield feed.heartbeat(passed)
                 continue
-            try:
-                change = pending.result()
-            except StopAsyncIteration:
-                return  # the credential was revoked: the client reconnects and hears 401
-            finally:
-                pending = None
-            passed = change.revision
-            if change.line is not None:
-                yield change.line
+            passed = batch[-1].revision
+            lines = [change.line for change in batch if change.line is not None]
+            if lines:
+                yield lines[0] if len(lines) == 1 else b"".join(lines)
     finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await changes.aclose()
+        await batches.aclose()
 
 
 @router.get("/v1/watch")

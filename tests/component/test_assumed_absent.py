@@ -1,8 +1,9 @@
 """Keys a use case assumes absent on its first attempt (``control/tx.py``: deletion guards, a
 freshly drawn machine ID or field), on the real stores: when the guess is wrong, the answer is
 the same as when every key was read first. A parent being deleted refuses new children naming
-it (and a guard left by a crashed server stops counting after 30 s); an ID or a field that is
-already taken is drawn again, and the machine that holds it is left as it was."""
+it, before any later error (and a guard left by a crashed server stops counting after 30 s);
+an ID or a field that is already taken is drawn again, and the machine that holds it is left
+as it was."""
 
 from __future__ import annotations
 
@@ -96,6 +97,20 @@ async def test_a_parent_being_deleted_refuses_a_new_machine(
     clock.now += GUARD_STALE_SECONDS + 1
     made = await svc.machines.create("acme", "web", host="h1")
     assert [m.id for m in await machines(store)] == [made.id]
+
+
+async def test_the_parent_being_deleted_is_said_before_a_later_error(store: Store) -> None:
+    """The first error a create meets with every key read: the app's deletion, not the host
+    named next, which does not exist (the first attempt, which read no guard, met that one)."""
+    clock = Clock()
+    svc = Service(Context(store=store, clock=clock))
+    await fleet(svc)
+    guard = json.dumps({"at": clock.now}).encode()
+    await store.txn([], [Put(keys.guard(keys.app("acme", "web")), guard)])
+
+    with pytest.raises(Conflict) as refused:
+        await svc.machines.create("acme", "web", host="nope")
+    assert refused.value.message == "app 'acme/web' is being deleted"
 
 
 async def test_a_machine_id_already_taken_is_drawn_again(store: Store) -> None:

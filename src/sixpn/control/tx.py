@@ -13,9 +13,11 @@ after the range was read (see :func:`delete_guarded`).
 Keys that are almost always absent (deletion guards, a freshly drawn machine ID or address
 field) are not read on a use case's first attempt: :meth:`Tx.is_absent` assumes them absent and
 the commit compares them as absent, which the store checks anyway. A wrong guess costs only a
-failed commit, after which every attempt reads them, so what a use case decides and says (the
-"is being deleted" conflict, another ID drawn) is the same; a machine create reads 3 keys
-instead of 8 (docs/benchmarks.md, "Propagation at rate", 2026-12-06).
+failed commit, after which every attempt reads them; and an attempt that assumed something
+but ends without a commit (an error, or nothing to write) is run again reading them, so what a
+use case decides and says (the "is being deleted" conflict before any other, another ID drawn)
+is what it would have been with every key read. A machine create reads 3 keys instead of 8
+(docs/benchmarks.md, "Propagation at rate", 2026-12-06).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from sixpn.control import codec, keys
-from sixpn.model.errors import Conflict, NotFound, StoreContention
+from sixpn.model.errors import Conflict, NotFound, SixpnError, StoreContention, Unavailable
 from sixpn.store import KV, Compare, Delete, Put, Store
 
 T = TypeVar("T")
@@ -44,6 +46,7 @@ class Tx:
         self.store = store
         self.now = now
         self.assume_absent = assume_absent  # the first attempt: see the module docstring
+        self.assumed = False  # whether this attempt assumed a key absent without reading it
         self.compares: dict[str, int] = {}
         self.ops: list[Put | Delete] = []
 
@@ -55,8 +58,11 @@ class Tx:
     async def is_absent(self, key: str) -> bool:
         """Whether ``key`` is absent, compared at the commit; assumed, unread, on a first
         attempt (for keys that are almost always absent only: see the module docstring)."""
+        if key in self.compares:  # read (or assumed) already in this attempt
+            return self.compares[key] == 0
         if self.assume_absent:
-            self.compares.setdefault(key, 0)
+            self.compares[key] = 0
+            self.assumed = True
             return True
         return await self.get(key) is None
 
@@ -92,8 +98,15 @@ async def run(
     """Run ``fn`` and commit its writes; run it again while a concurrent write interferes."""
     for attempt in range(MAX_ATTEMPTS):
         tx = Tx(store, clock(), assume_absent=attempt == 0)
-        result = await fn(tx)
+        try:
+            result = await fn(tx)
+        except SixpnError as exc:
+            if tx.assumed and not isinstance(exc, Unavailable):
+                continue  # decided on a guess that no commit checked: decide again on reads
+            raise
         if not tx.ops:
+            if tx.assumed:
+                continue  # the same
             return result
         compares = [Compare(k, rev) for k, rev in tx.compares.items()]
         if (await store.txn(compares, tx.ops)).succeeded:

@@ -8,6 +8,7 @@ also bind-mounts ``/etc/netns/<ns>/`` files (resolv.conf, hosts) over ``/etc`` (
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import secrets
 import socket
@@ -20,6 +21,9 @@ from pyroute2 import NetNS, netns
 
 PREFIX = "sixpn-"
 NETNS_DIR = Path("/var/run/netns")
+_REMOVE_TRIES = 4
+
+log = logging.getLogger("sixpn.lab.netns")
 
 
 def unique_name(role: str) -> str:
@@ -37,9 +41,24 @@ def create(name: str) -> None:
 
 
 def remove(name: str) -> None:
-    """Remove a namespace (its interfaces go with it); absent is fine."""
-    with contextlib.suppress(FileNotFoundError, OSError):
-        netns.remove(name)
+    """Remove a namespace (its interfaces go with it); absent is fine.
+
+    One unmount removes one mount of the name: a name mounted twice (two makers racing on it)
+    needs a second, so the removal is tried again while the name stays; one that cannot go
+    is said (a warning naming the error), never left in silence."""
+    path = NETNS_DIR / name
+    error: OSError | None = None
+    for _ in range(_REMOVE_TRIES):
+        try:
+            netns.remove(name)
+        except FileNotFoundError:
+            break
+        except OSError as exc:
+            error = exc
+        if not path.exists():
+            break
+    else:
+        log.warning("namespace %s could not be removed: %s", name, error or "it stays mounted")
     etc = Path("/etc/netns") / name
     if etc.is_dir():
         for child in etc.iterdir():

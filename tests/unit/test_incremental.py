@@ -101,7 +101,8 @@ def change(view: View, step: tuple) -> Delta | None:  # type: ignore[type-arg]
                 made = dataclasses.replace(
                     made,
                     routes=made.routes if routed else (),
-                    public_key=KEYS[4 if name == "vpc" else 5],
+                    # keys no host has (hosts have KEYS[host_id], 1-4): one key, one peer
+                    public_key=KEYS[0 if name == "vpc" else 5],
                     slot=1 if name == "vpc" else 2,
                 )
                 new_peer = old_peer or made

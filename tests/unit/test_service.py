@@ -425,6 +425,11 @@ async def test_a_public_key_is_one_peer_on_a_gateway() -> None:
     with pytest.raises(AlreadyExists) as own:
         await svc.peers.create("acme", "mirror", gw.public_key)
     assert own.value.field == "public_key"
+    # another host's key neither: that host is the gateway's mesh peer, one peer per key
+    other = await join(svc, "fra-2")
+    with pytest.raises(AlreadyExists) as host_key:
+        await svc.peers.create("acme", "twin", other.public_key)
+    assert (host_key.value.field, "host 'fra-2'" in host_key.value.message) == ("public_key", True)
     assert [p.name for p in await svc.peers.list("acme")] == ["laptop"]
     assert await svc.peers.list("globex") == []
     # Peer names are unique in the org.

@@ -68,6 +68,13 @@ async def claim(tx: Tx, gateway: Host, peer: Peer) -> None:
     """Reserve ``peer``'s key on ``gateway`` and its routes, or refuse naming what holds them."""
     if peer.public_key == gateway.public_key:
         raise AlreadyExists("public_key: that is the gateway's own key", field="public_key")
+    # another host's key: that host is a peer of the gateway's interface too (the mesh), and
+    # WireGuard holds one peer per key
+    host = await tx.get(keys.host_key(peer.public_key))
+    if host is not None:
+        raise AlreadyExists(
+            f"public_key: already used by host '{host.value.decode()}'", field="public_key"
+        )
     key = keys.gateway_key(gateway.name, peer.public_key)
     holder = await tx.get(key)
     if holder is not None:

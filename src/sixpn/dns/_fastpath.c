@@ -25,9 +25,10 @@
 #include <errno.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #define MAX_BATCH 64      /* datagrams per recvmmsg/sendmmsg */
 #define MAX_DATAGRAM 4096 /* as the Python path's recvfrom(4096) */
@@ -211,7 +212,7 @@ run_drain(long fd, long budget, PyObject *responses, PyObject *rcodes, long long
     /* Until the socket is empty: while one batch is answered, the next queries come in. A batch
      * short of what it asked for found the socket empty: no further recvmmsg only to hear
      * EAGAIN (one syscall per wake-up saved at a paced rate; whatever came meanwhile wakes the
-     * next poll at once). */
+     * next wait at once). */
     do {
         want = budget - received < MAX_BATCH ? (int)(budget - received) : MAX_BATCH;
         n = batch((int)fd, want, &st);
@@ -303,8 +304,8 @@ locked_drain(long fd, long budget, PyObject *const *args)
  * is readable, the GIL released meanwhile (a UDP thread of its own waits here, not the event
  * loop); then, holding `lock` (the zone's: what the event loop changes), drain as drain() does,
  * counted into `counters` (.queries, .dropped, .rcodes); and wait again, as long as every query
- * was answered here (a paced stream of cached queries never returns to Python: one poll, one
- * recvmmsg and one sendmmsg a query). None: stop_fd is readable. False: the zone's version is
+ * was answered here (a paced stream of cached queries never returns to Python: one
+ * epoll_wait, one recvmmsg and one sendmmsg a query). None: stop_fd is readable. False: the zone's version is
  * no longer `version` (the caller drops what changed, then drains). Else the misses, as drain()
  * gives them. */
 static PyObject *
@@ -318,23 +319,47 @@ serve(PyObject *Py_UNUSED(module), PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     if (stop < 0 || stop > INT_MAX || fd < 0 || fd > INT_MAX)
         return PyErr_Format(PyExc_ValueError, "fd out of range");
-    struct pollfd fds[2] = {{.fd = (int)fd, .events = POLLIN}, {.fd = (int)stop, .events = POLLIN}};
+    /* epoll, not poll: the two descriptors are registered once per call, not at every wait
+     * (poll adds and removes a wait-queue entry on each, per query at a paced rate) */
+    int ep = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    struct epoll_event on_fd = {.events = EPOLLIN, .data.fd = (int)fd};
+    struct epoll_event on_stop = {.events = EPOLLIN, .data.fd = (int)stop};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, (int)fd, &on_fd) < 0
+        || epoll_ctl(ep, EPOLL_CTL_ADD, (int)stop, &on_stop) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        close(ep);
+        return NULL;
+    }
+    PyObject *out = NULL;
     for (;;) {
+        struct epoll_event got[2];
         int ready;
         Py_BEGIN_ALLOW_THREADS
         do
-            ready = poll(fds, 2, -1);
+            ready = epoll_wait(ep, got, 2, -1);
         while (ready < 0 && errno == EINTR);
         Py_END_ALLOW_THREADS
-        if (ready < 0)
-            return PyErr_SetFromErrno(PyExc_OSError);
-        if (fds[1].revents)
-            Py_RETURN_NONE;
-        PyObject *out = locked_drain(fd, budget, args);
+        if (ready < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            break;
+        }
+        int stopped = 0;
+        for (int i = 0; i < ready; i++)
+            stopped |= got[i].data.fd == (int)stop;
+        if (stopped) {
+            out = Py_NewRef(Py_None);
+            break;
+        }
+        out = locked_drain(fd, budget, args);
         if (out == NULL || !PyList_Check(out) || PyList_GET_SIZE(out) > 0)
-            return out;
+            break;
         Py_DECREF(out);
+        out = NULL;
     }
+    close(ep);
+    return out;
 }
 
 static PyMethodDef methods[] = {

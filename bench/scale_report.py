@@ -11,6 +11,7 @@ in the snapshot too).
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 from typing import Any
 
 BUILD_TARGET_S = 2.0
@@ -245,17 +246,8 @@ def agent_tables(sizes: list[dict[str, Any]]) -> list[str]:
         "## Agent: one change (taken into the kept state, planned if it moved: CPU ms, "
         "median / p90 of the rounds; elsewhere in the fleet unless 'here')",
         "",
-        "| machines | " + " | ".join(AGENT_KINDS) + " |",
-        "|---:|" + "---:|" * len(AGENT_KINDS),
+        *median_p90_table(sizes, list(AGENT_KINDS), agent_change),
     ]
-    for s in sizes:
-        lines.append(
-            f"| {s['size']:,} | "
-            + " | ".join(
-                f"{agent_change(s, k):.3f} / {agent_change(s, k, 'p90'):.3f}" for k in AGENT_KINDS
-            )
-            + " |"
-        )
     cases = agent_cases(sizes)
     if cases != list(AGENT_KINDS):
         lines += [
@@ -263,17 +255,8 @@ def agent_tables(sizes: list[dict[str, Any]]) -> list[str]:
             "The same changes apart, those that moved the host's state and those that moved "
             "nothing (CPU ms, median / p90):",
             "",
-            "| machines | " + " | ".join(cases) + " |",
-            "|---:|" + "---:|" * len(cases),
+            *median_p90_table(sizes, cases, agent_case),
         ]
-        for s in sizes:
-            lines.append(
-                f"| {s['size']:,} | "
-                + " | ".join(
-                    f"{agent_case(s, c):.3f} / {agent_case(s, c, 'p90'):.3f}" for c in cases
-                )
-                + " |"
-            )
     lines += [
         "",
         "The way before (core/incremental.py): the desired state rebuilt from the whole view "
@@ -290,6 +273,23 @@ def agent_tables(sizes: list[dict[str, Any]]) -> list[str]:
             cells.append(f"{agent_change(s, k, part='rebuild_ms'):.1f}, {moved:.0f}%")
         lines.append(f"| {s['size']:,} | " + " | ".join(cells) + " |")
     return lines
+
+
+Cost = Callable[[dict[str, Any], str, str], float]  # (size, column, stat) -> ms
+
+
+def median_p90_table(sizes: list[dict[str, Any]], columns: list[str], cost: Cost) -> list[str]:
+    """A table of ``cost(size, column, "median")`` / its p90, a row per fleet size."""
+    return [
+        "| machines | " + " | ".join(columns) + " |",
+        "|---:|" + "---:|" * len(columns),
+        *(
+            f"| {s['size']:,} | "
+            + " | ".join(f"{cost(s, c, 'median'):.3f} / {cost(s, c, 'p90'):.3f}" for c in columns)
+            + " |"
+            for s in sizes
+        ),
+    ]
 
 
 def verdicts(sizes: list[dict[str, Any]]) -> list[str]:

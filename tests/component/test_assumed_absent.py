@@ -11,8 +11,7 @@ import base64
 import json
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -25,8 +24,6 @@ from sixpn.core.alloc import MACHINE_ID_BYTES
 from sixpn.model.entities import Machine
 from sixpn.model.errors import Conflict
 from sixpn.store import Put, Store
-from sixpn.store.memory import MemoryStore
-from sixpn.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.component
 
@@ -39,17 +36,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    real: Store = (
-        MemoryStore() if request.param == "memory" else await SqliteStore.open(tmp_path / "s.db")
-    )
-    try:
-        yield real
-    finally:
-        await real.close()
 
 
 def replay(values: list[bytes]) -> Callable[[int], bytes]:

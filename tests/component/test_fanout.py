@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -15,8 +14,6 @@ from sixpn.control import feed
 from sixpn.control.fanout import Fanout
 from sixpn.model.errors import Unavailable
 from sixpn.store import Delete, Put, Store
-from sixpn.store.memory import MemoryStore
-from sixpn.store.sqlite import SqliteStore
 
 pytestmark = pytest.mark.component
 
@@ -36,17 +33,6 @@ class CountingStore:
     def watch(self, since: int):  # type: ignore[no-untyped-def]
         self.watches += 1
         return self.store.watch(since)
-
-
-@pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    real: Store = (
-        MemoryStore() if request.param == "memory" else await SqliteStore.open(tmp_path / "s.db")
-    )
-    try:
-        yield real
-    finally:
-        await real.close()
 
 
 async def write(store: Store, n: int, start: int = 0) -> None:

@@ -85,10 +85,7 @@ class Reconciler:
         self._applied: HostState | None = None  # that state (without ``fleet``)
 
     def desired(self, view: View) -> HostState:
-        if self.fleet is not None:
-            if self._full:
-                self.fleet.recheck_netns()  # an orchestrator's namespace may have appeared
-            return self.fleet.state
+        """The desired state built from the whole view (without ``fleet``)."""
         name = self.me(view)
         netns_of: dict[str, str] = {}
         if self.orchestrator_netns is not None:
@@ -159,8 +156,8 @@ class Reconciler:
         else the plan is of what moved since the run before (the kernel holds its state).
         What moved, or None for a full run."""
         if self.fleet is not None:
-            if full or not self._synced:
-                self.fleet.recheck_netns()
+            if full:  # (a failed run asks for one: the kernel may hold part of it)
+                self.fleet.recheck_netns()  # an orchestrator's namespace may have appeared
                 self.fleet.take()  # planned in full below, from the kernel
                 await asyncio.to_thread(self.reconcile_once, self.fleet.state)
                 return None
@@ -171,11 +168,11 @@ class Reconciler:
                 await asyncio.to_thread(self._apply_ops, lambda: plan_moves(moves))
             return moves
         desired = self.desired(view)
-        if not full and self._synced and desired == self._applied:
+        if not full and desired == self._applied:
             self.stats.unchanged += 1
             return Moves()
         # Between full reads the kernel holds what was last applied: plan from that.
-        since = self._applied if not full and self._synced else None
+        since = None if full else self._applied
         self._applied = None
         await asyncio.to_thread(self.reconcile_once, desired, since)
         self._applied = desired

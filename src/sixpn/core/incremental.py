@@ -75,12 +75,7 @@ class _Kept(Generic[_E]):
         n = self._count.get(item, 0)
         self._count[item] = n + 1
         if n == 0:
-            self._frozen = None
-            for gone, come in self._journals:
-                if item in gone:
-                    gone.remove(item)
-                else:
-                    come.add(item)
+            self._note(item, came=True)
 
     def discard(self, item: _E) -> None:
         n = self._count.get(item, 0)
@@ -88,12 +83,17 @@ class _Kept(Generic[_E]):
             self._count[item] = n - 1
         elif n == 1:
             del self._count[item]
-            self._frozen = None
-            for gone, come in self._journals:
-                if item in come:
-                    come.remove(item)
-                else:
-                    gone.add(item)
+            self._note(item, came=False)
+
+    def _note(self, item: _E, *, came: bool) -> None:
+        """``item`` came or went: in each journal, it cancels its opposite or is written."""
+        self._frozen = None
+        for gone, come in self._journals:
+            into, opposite = (come, gone) if came else (gone, come)
+            if item in opposite:
+                opposite.remove(item)
+            else:
+                into.add(item)
 
     def swap(self, old: Iterable[_E], new: Iterable[_E]) -> None:
         """One part's elements replaced: ``new`` added, then ``old`` dropped."""
@@ -106,10 +106,9 @@ class _Kept(Generic[_E]):
         """Hold what ``other`` holds, journaling the difference (a load: the state rebuilt)."""
         mine, theirs = self._count.keys(), other._count.keys()
         for item in theirs - mine:
-            self.add(item)
+            self._note(item, came=True)
         for item in mine - theirs:
-            self._count[item] = 1
-            self.discard(item)
+            self._note(item, came=False)
         self._count = dict(other._count)
 
     def __contains__(self, item: _E) -> bool:

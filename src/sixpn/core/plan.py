@@ -31,7 +31,7 @@ import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from ipaddress import IPv6Address, IPv6Network
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sixpn.core.hoststate import (
     DESIRED_SETS,
@@ -215,11 +215,15 @@ class Moves:
     @classmethod
     def between(cls, old: HostState, new: HostState) -> Moves:
         """The moves from ``old`` to ``new`` (of their sets; the interface is not compared)."""
+        return cls(**{f: _moved(getattr(old, f), getattr(new, f)) for f in DESIRED_SETS})
 
-        def pair(a: frozenset[_E], b: frozenset[_E]) -> _Pair[_E]:
-            return (_minus(a, b), _minus(b, a))
 
-        return cls(**{f: pair(getattr(old, f), getattr(new, f)) for f in DESIRED_SETS})
+def _moved(old: frozenset[_E], new: frozenset[_E]) -> _Pair[_E]:
+    """``(gone, come)`` from ``old`` to ``new``."""
+    return (_minus(old, new), _minus(new, old))
+
+
+_NOTHING: _Pair[Any] = (frozenset(), frozenset())
 
 
 @dataclass(slots=True)
@@ -247,15 +251,9 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
         if actual.wg_ifname is not None and actual.wg_ifname != desired.wg_ifname:
             ops.append(RemoveWg(actual.wg_ifname))
         ops.append(EnsureWg(desired.wg_ifname, desired.listen_port))
-    nft = Moves.between(actual, desired)
-    if not actual.nft_rules_ok:
+    nft_ok = actual.nft_rules_ok  # else the table is written whole, its sets with it
+    if not nft_ok:
         ops.append(ReplaceNftTable(desired.pairs, desired.sources, desired.peered))
-        nft = dataclasses.replace(
-            nft,
-            pairs=(frozenset(), frozenset()),
-            sources=(frozenset(), frozenset()),
-            peered=(frozenset(), frozenset()),
-        )
     # Interfaces replaced or rewired below lose their routes (and a new interface its peers).
     gone_ifs: set[str | None] = set()
     if wg_changed and actual.wg_ifname != desired.wg_ifname:
@@ -280,15 +278,15 @@ def plan(actual: HostState, desired: HostState) -> list[Op]:
     kept_peers = frozenset() if actual.wg_ifname in gone_ifs else actual.wg_peers
     # only the peers that differ are looked at: a thousand that did not change cost nothing
     diff = _Diff(
-        pairs=nft.pairs,
-        sources=nft.sources,
-        peered=nft.peered,
+        pairs=_moved(actual.pairs, desired.pairs) if nft_ok else _NOTHING,
+        sources=_moved(actual.sources, desired.sources) if nft_ok else _NOTHING,
+        peered=_moved(actual.peered, desired.peered) if nft_ok else _NOTHING,
         stray_links=sorted(actual.stray_links),
         stale_machines=stale_machines,
         rewired=rewired,
         wired=wired,
         routes=(_minus(routes, desired.routes), _minus(desired.routes, routes) | again),
-        service_addresses=nft.service_addresses,
+        service_addresses=_moved(actual.service_addresses, desired.service_addresses),
         have=_by_key(_minus(kept_peers, desired.wg_peers)),
         want=_by_key(_minus(desired.wg_peers, kept_peers)),
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import ssl
 import subprocess
@@ -103,19 +104,26 @@ def sixpn_lab(lab_dir: Path, *args: str, timeout: float = 180) -> subprocess.Com
 
 
 def leftovers(lab_id: str) -> list[str]:
-    """What of lab ``lab_id`` is still on the machine."""
+    """What of lab ``lab_id`` is still on the machine: the names the lab makes carry its ID
+    right after a role's letters (``sixpn-h<id>-a``, ``sixpn-u<id>``, ``sxw<id>0``,
+    ``n<id>1``), so an agent's machine namespace or veth (``sixpn-m-<machine id>``,
+    ``sxm<machine id>``) of another lab, whose random ID may hold these four hex digits, is not
+    taken for one."""
+    netns_name = re.compile(rf"sixpn-[a-z]+{lab_id}(-.*)?")
+    link_name = re.compile(rf"(?!sxm)[a-z]+{lab_id}\w*")
     found = (
-        [n for n in os.listdir("/var/run/netns") if lab_id in n]
+        [n for n in os.listdir("/var/run/netns") if netns_name.fullmatch(n)]
         if Path("/var/run/netns").exists()
         else []
     )
     if Path("/etc/netns").exists():
-        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if lab_id in n]
+        found += [f"/etc/netns/{n}" for n in os.listdir("/etc/netns") if netns_name.fullmatch(n)]
     sockets = Path("/var/run/wireguard")
     if sockets.exists():
-        found += [f"socket {s.name}" for s in sockets.iterdir() if lab_id in s.name]
+        found += [f"socket {s.name}" for s in sockets.iterdir() if link_name.fullmatch(s.stem)]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    found += [f"link {line.split(':')[1]}" for line in links.stdout.splitlines() if lab_id in line]
+    names = [line.split(":")[1].strip().split("@")[0] for line in links.stdout.splitlines()]
+    found += [f"link {n}" for n in names if link_name.fullmatch(n)]
     return found
 
 

@@ -28,6 +28,7 @@ import pytest
 
 from sixpn.lab import netns, vpc
 from sixpn.lab.fabric import HostSpec, Lab
+from tests.e2e.test_lab_cli import leftovers
 from tests.netns.listener import listening
 
 pytestmark = pytest.mark.e2e
@@ -433,13 +434,7 @@ def test_lab_down_leaves_nothing_of_the_vpc(world: World) -> None:
     assert not [pid for pid in children if running(pid, "postgres")]
     assert not running(v["forward_pid"], "forward")
     assert not Path(v["pg_dir"]).exists()
-    assert not [n for n in os.listdir("/var/run/netns") if lab_id in n]
-    etc = Path("/etc/netns")
-    assert not (etc.exists() and [n for n in os.listdir(etc) if lab_id in n])
-    sockets = Path("/var/run/wireguard")
-    assert not (sockets.exists() and [s for s in sockets.iterdir() if lab_id in s.name])
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    assert lab_id not in links.stdout
+    assert leftovers(lab_id) == []
     assert not world.lab.root.exists()
 
 

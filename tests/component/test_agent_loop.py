@@ -26,15 +26,22 @@ from tests.harness import ServerProcess
 pytestmark = pytest.mark.component
 
 
+STOP_S = 10.0  # an agent told to stop (systemd's SIGTERM cancels its run) is gone by then
+
+
 @contextlib.asynccontextmanager
 async def running(agent: Agent) -> AsyncIterator[asyncio.Task[None]]:
+    """The agent's run for the block; cancelled after it, and it must end: a loop of its that
+    lost the cancel (Python 3.11's wait_for can, gh-86296) kept an agent running forever."""
     task = asyncio.create_task(agent.run())
     try:
         yield task
     finally:
         task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
+        done, _ = await asyncio.wait({task}, timeout=STOP_S)
+        assert done, f"the agent still runs {STOP_S:g} s after it was cancelled"
+        if not task.cancelled() and task.exception() is not None:
+            raise AssertionError("the agent failed") from task.exception()
 
 
 async def until(check: object, what: str, timeout: float = 30.0) -> None:

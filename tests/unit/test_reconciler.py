@@ -192,8 +192,9 @@ async def test_an_irrelevant_change_builds_nothing_and_still_counts_as_applied()
 async def test_with_the_kept_state_a_change_is_planned_from_what_it_moved() -> None:
     """The agent's way (``fleet``): changes are taken into the kept state as they come, each
     run plans what moved since the run before (no kernel read, no whole state compared), the
-    kernel ends where a rebuild says; ``on_applied`` hears what each run moved (None: full),
-    and a failed run makes the next one read the kernel and plan in full."""
+    kernel ends where a rebuild says; ``on_applied`` hears what each run moved (None: the first
+    run, or the first after a failed one), and a failed run makes the next one read the kernel
+    and plan in full."""
     h = CountingHost()
     fleet = IncrementalDesired("h1", 51820, "wg0")
     heard: list[Moves | None] = []
@@ -233,3 +234,14 @@ async def test_with_the_kept_state_a_change_is_planned_from_what_it_moved() -> N
         r.request(v, relevant=False)
         await settle(r, 3)
         assert (h.reads, heard[-1], h.state) == (2, None, fleet.state)
+
+        # a resync reads the kernel again, and tells that nothing moved (a status report or a
+        # DNS listener is not due for it)
+        told = len(heard)
+        r.request(v, full=True)
+        async with asyncio.timeout(5):
+            while len(heard) == told:
+                await asyncio.sleep(0.01)
+        assert h.reads == 3
+        assert heard[-1] == Moves()
+        assert not heard[-1]

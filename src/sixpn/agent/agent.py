@@ -234,7 +234,7 @@ class Agent:
             await asyncio.sleep(endpoint.CHECK_SECONDS)
 
     def _applied(self, revision: int, moves: Moves | None) -> None:
-        """After each reconcile: what it moved (None: a full one) says what to tell at once."""
+        """After each reconcile: what it moved (None: not known) says what to tell at once."""
         if moves is None or any(moves.wg_peers):
             self._peers_changed.set()
         if moves is None or any(moves.service_addresses) or self._last_revision is None:
@@ -367,6 +367,9 @@ class Agent:
                 log.warning("status report failed: %s", exc.message)
             # At most once a second, but a change of the WireGuard peers is told at once: on a
             # gateway, whoever created a peer waits for it (`wireguard create --wait`).
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for returns the event's result
+            # when a cancel comes with it (gh-86296), and this loop would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._peers_changed.wait(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await self._peers_changed.wait()
             self._peers_changed.clear()

@@ -22,9 +22,11 @@ peer or one machine of a host holding thousands costs that peer or machine. A ch
 not move it (``relevant=False``) only counts its revision as applied, so the host's status keeps
 up with the store. Without ``fleet`` (tests), every run builds it from the view.
 
-``on_applied(revision, moves)`` follows every run: ``moves`` is what the run changed, or None
-after a full run (anything may have); :meth:`Reconciler.state` is the desired state applied,
-made when asked (status reports, DNS listeners).
+``on_applied(revision, moves)`` follows every run: ``moves`` is what moved in the desired state
+since the run before (with ``fleet``, a full run's too: the kept state's journal), or None
+when that is not known (the first run, the first after a failed one, a full run without
+``fleet``); :meth:`Reconciler.state` is the desired state applied, made when asked (status
+reports, DNS listeners).
 """
 
 from __future__ import annotations
@@ -135,7 +137,7 @@ class Reconciler:
                     self.on_applied(revision, Moves())
                 continue
             self._dirty = False
-            full = self._full
+            full, synced = self._full, self._synced
             self._full = False
             try:
                 moves = await self._run_once(view, full)
@@ -148,19 +150,19 @@ class Reconciler:
                 continue
             self._synced = True
             self.stats.applied_revision = revision
-            if self.on_applied is not None:
-                self.on_applied(revision, moves)
+            if self.on_applied is not None:  # after a failed run, what moved since is not known
+                self.on_applied(revision, moves if synced else None)
 
     async def _run_once(self, view: View, full: bool) -> Moves | None:
         """One run: a full one reads the kernel and plans against the whole desired state;
         else the plan is of what moved since the run before (the kernel holds its state).
-        What moved, or None for a full run."""
+        What moved in the desired state since the run before (None: not known)."""
         if self.fleet is not None:
             if full:  # (a failed run asks for one: the kernel may hold part of it)
                 self.fleet.recheck_netns()  # an orchestrator's namespace may have appeared
-                self.fleet.take()  # planned in full below, from the kernel
+                moves = self.fleet.take()  # told, not planned: the plan is from the kernel
                 await asyncio.to_thread(self.reconcile_once, self.fleet.state)
-                return None
+                return moves
             moves = self.fleet.take()
             if not moves:
                 self.stats.unchanged += 1

@@ -175,7 +175,8 @@ class DnsServer:
             server.close()
             self._tcp.remove(server)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await server.wait_closed()
 
     def bound(self) -> list[tuple[str, int]]:
         return [s.getsockname()[:2] for s in self._udp]
@@ -188,7 +189,8 @@ class DnsServer:
             server.close()
         for server in self._tcp:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
+                async with asyncio.timeout(1):
+                    await server.wait_closed()
         self._tcp.clear()
         for task in list(self._tasks):
             task.cancel()

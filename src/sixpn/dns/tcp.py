@@ -110,7 +110,8 @@ class Connections:
             writer.close()
             with contextlib.suppress(OSError):  # the connection's own error: it is over anyway
                 try:
-                    await asyncio.wait_for(writer.wait_closed(), self.idle_seconds)
+                    async with asyncio.timeout(self.idle_seconds):
+                        await writer.wait_closed()
                 except TimeoutError:  # the client half-closed and does not read what is left
                     _reset(writer.transport)
 

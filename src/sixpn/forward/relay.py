@@ -187,10 +187,10 @@ class Forwarder:
         """Resolve the target now and try each address in order; None (logged) if none works."""
         loop = asyncio.get_running_loop()
         try:
-            infos = await asyncio.wait_for(
-                loop.getaddrinfo(self.target.host, self.target.port, type=socket.SOCK_STREAM),
-                self.connect_timeout,
-            )
+            async with asyncio.timeout(self.connect_timeout):
+                infos = await loop.getaddrinfo(
+                    self.target.host, self.target.port, type=socket.SOCK_STREAM
+                )
         except (OSError, TimeoutError) as exc:
             log.warning(
                 "%s -> %s: resolving the target failed: %s", conn.client, self.target, _reason(exc)
@@ -201,7 +201,8 @@ class Forwarder:
             upstream = socket.socket(family, type_, proto)
             upstream.setblocking(False)
             try:
-                await asyncio.wait_for(loop.sock_connect(upstream, sockaddr), self.connect_timeout)
+                async with asyncio.timeout(self.connect_timeout):
+                    await loop.sock_connect(upstream, sockaddr)
             except (OSError, TimeoutError) as exc:
                 upstream.close()
                 errors.append(f"{_peer(sockaddr)}: {_reason(exc)}")

@@ -254,21 +254,23 @@ def test_an_interrupted_lab_up_leaves_nothing(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "sixpn", "lab", "--dir", str(lab_dir), "up"]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lab_id = None
+    out: list[str] = []
     try:
         assert proc.stdout is not None
         for line in proc.stdout:  # interrupt once the first agent runs: half-way
+            out.append(line)
             if "agent PID" in line:
                 lab_id = Lab(lab_dir).state.lab_id  # type: ignore[union-attr]
                 proc.send_signal(signal.SIGINT)
                 break
-        proc.wait(timeout=120)
+        out.append(proc.communicate(timeout=120)[0])
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
         down_safely(lab_dir)
     assert lab_id is not None
-    assert proc.returncode != 0
+    assert proc.returncode != 0, "".join(out)
     assert leftovers(lab_id) == []
     assert not lab_dir.exists()
 

@@ -64,30 +64,61 @@ def _preflight() -> None:
         raise LabError(f"missing tools: {', '.join(missing)} (make demo installs them)")
 
 
+class Interrupted:
+    """The Ctrl-C or SIGTERM a command got, remembered: the exception a signal raises can be
+    lost (raised in a finalizer, Python prints "Exception ignored" and goes on), and a build
+    that lost it would finish and exit 0. :meth:`check` raises it again at the next step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        if self.signum is not None:
+            raise SystemExit(128 + self.signum)
+
+    def say(self, text: str) -> None:
+        """A step's line, after the check (each step is where an interrupted build stops)."""
+        self.check()
+        click.echo(text)
+
+
 @contextmanager
-def _terminate_as_exit() -> Iterator[None]:
+def _terminate_as_exit() -> Iterator[Interrupted]:
     """SIGTERM unwinds like Ctrl-C, so the cleanup runs; forked helpers just exit (pyroute2
-    forks to create namespaces: such a child must not run the parent's cleanup)."""
+    forks to create namespaces: such a child must not run the parent's cleanup). Either is
+    remembered (:class:`Interrupted`): a command that lost its exception still exits non-zero."""
     main = os.getpid()
+    interrupted = Interrupted()
 
     def handler(signum: int, frame: FrameType | None) -> None:
         if os.getpid() != main:
             os._exit(128 + signum)
-        raise SystemExit(128 + signum)
+        interrupted.signum = signum
+        interrupted.check()
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
-        yield
+        yield interrupted
+        interrupted.check()
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, was in previous.items():
+            signal.signal(s, was)
 
 
 def bring_up(
-    the_lab: Lab, topology: Topology, say: Any = click.echo, *, store: str = "sqlite"
+    the_lab: Lab,
+    topology: Topology,
+    say: Any = click.echo,
+    *,
+    store: str = "sqlite",
+    check: Any = lambda: None,
 ) -> list[dict[str, Any]]:
     """Build ``topology`` in ``the_lab`` on ``store``: hosts, agents, orgs, apps, machines (all
     wired), and the topology's peers on laptops. On any failure or interruption, everything made
-    is removed before the exception goes on."""
+    is removed before the exception goes on (``check`` raises an interruption remembered but
+    lost, :class:`Interrupted`)."""
     say(f"lab {the_lab.root}: {describe(topology)}")
     the_lab.up(list(topology.hosts), progress=say, store=store)
     try:
@@ -101,9 +132,10 @@ def bring_up(
             for peer in org.peers:
                 say(f"peer {peer.name} of {org.name}: sixpn wireguard create, then wg-quick up")
                 laptop.bring_up(the_lab, peer.name, org.name, peer.network, peer.region)
+        check()
         return machines
     except BaseException:
-        say("lab up failed or was interrupted: taking down what was built")
+        click.echo("lab up failed or was interrupted: taking down what was built")
         the_lab.down()
         raise
 
@@ -165,8 +197,8 @@ def up(ctx: click.Context, topology: Path | None, store: str) -> None:
     the_lab = _lab(ctx, up=False)
     if the_lab.state is not None:
         raise LabError(f"the lab is already up in {ctx.obj} (sixpn lab status; sixpn lab down)")
-    with _terminate_as_exit():
-        bring_up(the_lab, topo, store=store)
+    with _terminate_as_exit() as interrupted:
+        bring_up(the_lab, topo, interrupted.say, store=store, check=interrupted.check)
     click.echo(summary(the_lab))
 
 

@@ -430,6 +430,11 @@ async def test_a_public_key_is_one_peer_on_a_gateway() -> None:
     with pytest.raises(AlreadyExists) as host_key:
         await svc.peers.create("acme", "twin", other.public_key)
     assert (host_key.value.field, "host 'fra-2'" in host_key.value.message) == ("public_key", True)
+    # nor is a host's a peer's key: the gateway would hold the two under one key
+    with pytest.raises(AlreadyExists) as peer_key:
+        await svc.hosts.join("ams-1", "ams", "198.51.100.9:51820", key)
+    assert (peer_key.value.field, "gateway 'gw'" in peer_key.value.message) == ("public_key", True)
+    assert "ams-1" not in [h.name for h in await svc.hosts.list()]
     assert [p.name for p in await svc.peers.list("acme")] == ["laptop"]
     assert await svc.peers.list("globex") == []
     # Peer names are unique in the org.

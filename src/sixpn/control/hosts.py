@@ -46,6 +46,7 @@ class Hosts:
                     f"public_key: already used by host '{owner.value.decode()}'",
                     field="public_key",
                 )
+            await self._refuse_a_peers_key(tx, public_key)
             tx.put_text(keys.host_key(public_key), name)
             host_id = await self.ctx.take_id(keys.COUNTER_HOST, what="allocating host ID")
             host = Host(
@@ -64,6 +65,17 @@ class Hosts:
             return host, secret
 
         return await self.ctx.run(fn, what=f"joining host '{name}'")
+
+    async def _refuse_a_peers_key(self, tx: Tx, public_key: str) -> None:
+        """A key some gateway holds for a peer is refused: the new host is every gateway's mesh
+        peer, and WireGuard holds one peer per key (:func:`gwindex.claim`, the other way). The
+        gateways are few; each one's key for it is compared at the commit."""
+        for host in await self.list():
+            if host.gateway and await tx.get(keys.gateway_key(host.name, public_key)):
+                raise AlreadyExists(
+                    f"public_key: already used by a WireGuard peer on gateway '{host.name}'",
+                    field="public_key",
+                )
 
     async def get(self, name: str) -> Host:
         kv = await self.ctx.store.get(keys.host(name))

@@ -33,7 +33,7 @@ Method
    ``desired_state`` rebuilt, compared with the last, planned (CPU time). Measured through the
    public functions; ``agent.presence.Presence`` (the agent's filter of changes that cannot move
    the host's desired state), when it exists, is measured too: its cost and its verdict.
-5. **Profiles** (cProfile: py-spy and pyinstrument are not installed here): the DNS build and one
+5. **Profiles** (cProfile, in process): the DNS build and one
    agent rebuild + plan at the largest size, top functions by own time; ``tracemalloc`` of the DNS
    state at the largest size, by allocating line.
 6. **Report**: stdout and ``bench/out/scale-<UTC timestamp>.md`` + ``.json``.

@@ -31,10 +31,7 @@ from sixpn.cli.store import etcd_options, etcd_settings, store
 from sixpn.cli.tokens import tokens
 from sixpn.cli.wireguard import wireguard
 from sixpn.model.errors import InvalidInput, SixpnError
-
-# runtime/server.py's DEFAULT_MAX_CONNECTIONS; not imported here: that would load uvicorn and
-# FastAPI for every command.
-DEFAULT_MAX_CONNECTIONS = 4096
+from sixpn.runtime import DEFAULT_MAX_CONNECTIONS
 
 
 class Group(click.Group):

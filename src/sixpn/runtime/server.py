@@ -48,14 +48,11 @@ from sixpn.core.regions import RegionCatalogue
 from sixpn.core.wireguard import split_endpoint
 from sixpn.model.entities import Region, TokenKind
 from sixpn.model.errors import InvalidInput, SixpnError
+from sixpn.runtime import DEFAULT_MAX_CONNECTIONS
 from sixpn.runtime.stores import StoreSpec, open_store
 from sixpn.store import Store
 
 log = logging.getLogger("sixpn.server")
-
-# Agents and DNS servers each hold one change stream open: a fleet of N hosts needs ~N (and 2N
-# with standalone DNS servers), plus CLIs. Raise it with --max-connections for bigger fleets.
-DEFAULT_MAX_CONNECTIONS = 4096
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pytest
 
 from sixpn.core.addressing import decode
 from sixpn.lab import topology
+from sixpn.lab.populate import populate
 from sixpn.lab.topology import Topology
 from sixpn.model.errors import AlreadyExists, InvalidInput, NotFound
 from tests.harness import ServerProcess
@@ -52,7 +53,7 @@ def test_populate_creates_the_default_topology(server: ServerProcess, admin: htt
     join_hosts(server, topo)
     steps: list[str] = []
 
-    created = topology.populate(topo, admin, progress=steps.append)
+    created = populate(topo, admin, progress=steps.append)
 
     assert len(created) == topo.machine_count() == 9
     assert "org acme" in steps
@@ -95,7 +96,7 @@ def test_populate_creates_the_default_topology(server: ServerProcess, admin: htt
 def test_a_stopped_machine_is_created_stopped(server: ServerProcess, admin: httpx.Client) -> None:
     topo = topology.default()
     join_hosts(server, topo)
-    created = topology.populate(topo, admin)
+    created = populate(topo, admin)
     stopped = [m for m in created if m["state"] == "stopped"]
     assert [(m["org"], m["app"], m["host"], m["process_group"]) for m in stopped] == [
         ("acme", "api", "fra-1", "worker")
@@ -112,7 +113,7 @@ def test_a_host_that_has_not_joined_is_named_in_the_error(
         "t.toml",
     )
     with pytest.raises(NotFound) as info:
-        topology.populate(topo, admin)
+        populate(topo, admin)
     message = info.value.message
     assert message.startswith("lab: creating a machine of app 'acme/web' on host 'lone': ")
     assert "answered 404" in message
@@ -124,9 +125,9 @@ def test_a_second_populate_is_refused_naming_the_org(
 ) -> None:
     topo = topology.default()
     join_hosts(server, topo)
-    topology.populate(topo, admin)
+    populate(topo, admin)
     with pytest.raises(AlreadyExists, match=r"^lab: creating organization 'acme': .* 409: "):
-        topology.populate(topo, admin)
+        populate(topo, admin)
 
 
 def test_a_refused_region_placement_names_the_region(
@@ -140,4 +141,4 @@ def test_a_refused_region_placement_names_the_region(
         "t.toml",
     )
     with pytest.raises(InvalidInput, match=r"in region 'fra': .* 422: no host has joined"):
-        topology.populate(topo, admin)
+        populate(topo, admin)

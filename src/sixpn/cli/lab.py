@@ -25,7 +25,8 @@ import click
 from sixpn.lab import laptop
 from sixpn.lab.fabric import Lab, LabError
 from sixpn.lab.inventory import collect, resolve
-from sixpn.lab.topology import Topology, default, describe, load, populate
+from sixpn.lab.populate import populate
+from sixpn.lab.topology import Topology, default, describe, load
 
 DEFAULT_DIR = Path("/var/lib/sixpn-lab")
 NEEDED = ("ip", "nft", "wg", "nsenter", "sysctl")

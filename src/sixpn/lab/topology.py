@@ -5,7 +5,8 @@ values and checks all of it before anything is built, so a mistake costs nothing
 is an :class:`~sixpn.model.errors.InvalidInput` whose message starts with the file's name and
 then names either the line (TOML syntax: tomllib's own message) or the field path
 (``orgs[0].machines[2].host``, indices counted from 0 in the order of the file).
-:func:`populate` creates the orgs, networks, apps and machines through the control plane's API.
+:func:`sixpn.lab.populate.populate` creates the orgs, networks, apps and machines through the
+control plane's API; :mod:`sixpn.lab.tomltable` reads the tables with their field paths.
 
 Rules that hold here: names follow :mod:`sixpn.core.names` and regions the built-in catalogue,
 as the API would check them, but here with the file's paths in the message; a host name has at
@@ -16,22 +17,17 @@ the documented example (docs/lab.md, checked by a test) is the one that runs.
 
 from __future__ import annotations
 
-import difflib
 import tomllib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
-import httpx
-
-from sixpn.client.wire import error_from_answer, translating
-from sixpn.core.names import validate_metadata, validate_name
+from sixpn.core.names import validate_metadata
 from sixpn.core.regions import RegionCatalogue
 from sixpn.lab.fabric import HostSpec
+from sixpn.lab.tomltable import Table, is_int, kind, suggest, unique
 from sixpn.model.entities import MachineState
-from sixpn.model.errors import InvalidInput, SixpnError
+from sixpn.model.errors import InvalidInput
 
 DEFAULT_NETWORK = "default"
 # A host name is part of the host's namespace name (sixpn-h<lab>-<host>) and a column of
@@ -140,7 +136,7 @@ def parse(text: str, source: str, regions: RegionCatalogue | None = None) -> Top
                 field=key,
             )
     catalogue = regions or RegionCatalogue.default()
-    top = _Table(source, "", data, ("hosts", "orgs"))
+    top = Table(source, "", data, ("hosts", "orgs"))
     hosts = _hosts(top, catalogue)
     return Topology(hosts, _orgs(top, hosts, catalogue), source)
 
@@ -170,115 +166,17 @@ def _n(count: int, word: str) -> str:
     return f"{count} {word}{'' if count == 1 else 's'}"
 
 
-# -- TOML tables with field paths -------------------------------------------------------------
-
-
-def _kind(value: object) -> str:
-    """How a TOML value is called in messages."""
-    if isinstance(value, bool):
-        return f"boolean {str(value).lower()}"
-    if isinstance(value, str):
-        return f"string {value!r}"
-    if isinstance(value, int | float):
-        return f"number {value}"
-    if isinstance(value, list):
-        return "an array"
-    return "a table" if isinstance(value, dict) else f"a {type(value).__name__}"
-
-
-def _suggest(value: str, known: Iterable[str]) -> str:
-    """ "did you mean 'x'? " when one known word is closest; nothing when several tie."""
-    scored = sorted(
-        ((difflib.SequenceMatcher(None, value, k).ratio(), k) for k in known), reverse=True
-    )
-    if not scored or scored[0][0] < 0.6 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
-        return ""
-    return f"did you mean {scored[0][1]!r}? "
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-class _Table:
-    """One TOML table being read: typed getters whose errors name the field path.
-
-    Unknown keys are refused on sight: a misspelt optional key would otherwise be a silently
-    ignored setting.
-    """
-
-    def __init__(self, source: str, path: str, data: object, keys: tuple[str, ...]) -> None:
-        self.source, self.path = source, path
-        if not isinstance(data, dict):
-            raise self.fail("", f"must be a table, got {_kind(data)}")
-        self.data: dict[str, Any] = data
-        for key in data:
-            if key not in keys:
-                raise self.fail(key, f"unknown key ({_suggest(key, keys)}keys: {', '.join(keys)})")
-
-    def where(self, key: str) -> str:
-        return ".".join(p for p in (self.path, key) if p) or "(top level)"
-
-    def fail(self, key: str, message: str) -> InvalidInput:
-        where = self.where(key)
-        return InvalidInput(f"{self.source}: {where}: {message}", field=where)
-
-    def get(self, key: str, fits: Callable[[object], bool], what: str) -> Any:
-        """The value at ``key`` if it fits (None if absent); else an error saying ``what``."""
-        value = self.data.get(key)
-        if value is not None and not fits(value):
-            raise self.fail(key, f"must be {what}, got {_kind(value)}")
-        return value
-
-    def text(self, key: str) -> str | None:
-        value: str | None = self.get(key, lambda v: isinstance(v, str), "a string")
-        return value
-
-    def required(self, key: str) -> str:
-        value = self.text(key)
-        if value is None:
-            raise self.fail(key, "missing (a string)")
-        return value
-
-    def name(self, key: str, what: str, default: str | None = None) -> str:
-        """The name at ``key``, checked by the project's name rules; required without default."""
-        value = self.text(key)
-        if value is None and default is not None:
-            return default
-        return self.check_name(key, self.required(key) if value is None else value, what)
-
-    def check_name(self, key: str, value: str, what: str) -> str:
-        try:
-            return validate_name(value, field=key, what=what)
-        except InvalidInput as exc:
-            raise self.fail(key, exc.message) from None
-
-    def tables(self, key: str, keys: tuple[str, ...]) -> list[_Table]:
-        path = self.where(key)
-        header = ".".join(part.split("[")[0] for part in path.split("."))  # orgs.apps
-        values = self.get(key, lambda v: isinstance(v, list), f"an array of tables ([[{header}]])")
-        return [_Table(self.source, f"{path}[{i}]", v, keys) for i, v in enumerate(values or [])]
-
-
-def _unique(
-    table: _Table, key: str, value: str, seen: dict[str, str], what: str, scope: str = ""
-) -> None:
-    if value in seen:
-        raise table.fail(key, f"{what} {value!r} is declared twice{scope} (first at {seen[value]})")
-    seen[value] = table.where(key)
-
-
-def _region(table: _Table, code: str, key: str, catalogue: RegionCatalogue) -> str:
+def _region(table: Table, code: str, key: str, catalogue: RegionCatalogue) -> str:
     if code not in catalogue:
         raise table.fail(
             key,
-            f"unknown region {code!r} ({_suggest(code, catalogue.codes())}"
+            f"unknown region {code!r} ({suggest(code, catalogue.codes())}"
             f"the catalogue: {', '.join(catalogue.codes())})",
         )
     return code
 
 
-def _hosts(top: _Table, catalogue: RegionCatalogue) -> tuple[HostSpec, ...]:
+def _hosts(top: Table, catalogue: RegionCatalogue) -> tuple[HostSpec, ...]:
     tables = top.tables("hosts", HOST_KEYS)
     if not tables:
         raise top.fail("hosts", "a lab needs at least one host ([[hosts]] with name and region)")
@@ -298,7 +196,7 @@ def _hosts(top: _Table, catalogue: RegionCatalogue) -> tuple[HostSpec, ...]:
                 f"host name {name!r}: at most {HOST_NAME_MAX} characters in the lab (it has "
                 f"{len(name)}): it becomes part of the host's namespace name",
             )
-        _unique(t, "name", name, seen, "host")
+        unique(t, "name", name, seen, "host")
         region = _region(t, t.required("region"), "region", catalogue)
         gateway = t.get("gateway", lambda v: isinstance(v, bool), "true or false")
         hosts.append(HostSpec(name, region, bool(gateway)))
@@ -306,14 +204,14 @@ def _hosts(top: _Table, catalogue: RegionCatalogue) -> tuple[HostSpec, ...]:
 
 
 def _orgs(
-    top: _Table, hosts: tuple[HostSpec, ...], catalogue: RegionCatalogue
+    top: Table, hosts: tuple[HostSpec, ...], catalogue: RegionCatalogue
 ) -> tuple[OrgSpec, ...]:
     seen: dict[str, str] = {}
     orgs: list[OrgSpec] = []
     total = 0
     for t in top.tables("orgs", ORG_KEYS):
         name = t.name("name", "org name")
-        _unique(t, "name", name, seen, "org")
+        unique(t, "name", name, seen, "org")
         networks = _networks(t)
         apps = _apps(t, name, networks)
         machines = tuple(
@@ -331,45 +229,45 @@ def _orgs(
     return tuple(orgs)
 
 
-def _networks(org: _Table) -> tuple[str, ...]:
+def _networks(org: Table) -> tuple[str, ...]:
     names = org.get("networks", lambda v: isinstance(v, list), "an array of network names")
     seen: dict[str, str] = {}
     for i, name in enumerate(names or []):
         key = f"networks[{i}]"
         if not isinstance(name, str):
-            raise org.fail(key, f"must be a string, got {_kind(name)}")
+            raise org.fail(key, f"must be a string, got {kind(name)}")
         org.check_name(key, name, "network name")
         if name == DEFAULT_NETWORK:
             raise org.fail(key, "every org has the 'default' network: list only the others")
-        _unique(org, key, name, seen, "network")
+        unique(org, key, name, seen, "network")
     return tuple(names or [])
 
 
-def _network(t: _Table, org_name: str, known: tuple[str, ...]) -> str:
+def _network(t: Table, org_name: str, known: tuple[str, ...]) -> str:
     """The network an app or a peer is in: ``default`` or one its org declares."""
     network = t.name("network", "network name", DEFAULT_NETWORK)
     if network not in known:
         raise t.fail(
             "network",
             f"network {network!r} is not declared in org {org_name!r} "
-            f"({_suggest(network, known)}networks: {', '.join(known)})",
+            f"({suggest(network, known)}networks: {', '.join(known)})",
         )
     return network
 
 
-def _apps(org: _Table, org_name: str, networks: tuple[str, ...]) -> dict[str, AppSpec]:
+def _apps(org: Table, org_name: str, networks: tuple[str, ...]) -> dict[str, AppSpec]:
     known = (DEFAULT_NETWORK, *networks)
     seen: dict[str, str] = {}
     apps: dict[str, AppSpec] = {}
     for t in org.tables("apps", APP_KEYS):
         name = t.name("name", "app name")
-        _unique(t, "name", name, seen, "app", f" in org {org_name!r}")
+        unique(t, "name", name, seen, "app", f" in org {org_name!r}")
         apps[name] = AppSpec(name, _network(t, org_name, known))
     return apps
 
 
 def _machine(
-    t: _Table,
+    t: Table,
     org: str,
     apps: Mapping[str, AppSpec],
     hosts: tuple[HostSpec, ...],
@@ -378,9 +276,9 @@ def _machine(
     app = t.name("app", "app name")
     if app not in apps:
         known = f"apps: {', '.join(apps)}" if apps else "it has none: declare it in [[orgs.apps]]"
-        raise t.fail("app", f"no app {app!r} in org {org!r} ({_suggest(app, apps)}{known})")
+        raise t.fail("app", f"no app {app!r} in org {org!r} ({suggest(app, apps)}{known})")
     host, region = _placement(t, hosts, catalogue)
-    count = t.get("count", _is_int, "an integer")
+    count = t.get("count", is_int, "an integer")
     if count is not None and not 1 <= count <= MAX_MACHINES:
         raise t.fail("count", f"must be between 1 and {MAX_MACHINES}, got {count}")
     group = t.text("process_group")
@@ -407,7 +305,7 @@ def _machine(
 
 
 def _placement(
-    t: _Table, hosts: tuple[HostSpec, ...], catalogue: RegionCatalogue
+    t: Table, hosts: tuple[HostSpec, ...], catalogue: RegionCatalogue
 ) -> tuple[str | None, str | None]:
     """``(host, None)`` or ``(None, region)``: exactly one of the two is given."""
     host, region = t.text("host"), t.text("region")
@@ -419,7 +317,7 @@ def _placement(
         names = [h.name for h in hosts]
         if host not in names:
             raise t.fail(
-                "host", f"unknown host {host!r} ({_suggest(host, names)}hosts: {', '.join(names)})"
+                "host", f"unknown host {host!r} ({suggest(host, names)}hosts: {', '.join(names)})"
             )
         return host, None
     if region is None:
@@ -436,7 +334,7 @@ def _placement(
 
 
 def _peers(
-    org: _Table,
+    org: Table,
     org_name: str,
     networks: tuple[str, ...],
     hosts: tuple[HostSpec, ...],
@@ -447,7 +345,7 @@ def _peers(
     peers: list[PeerSpec] = []
     for t in org.tables("peers", PEER_KEYS):
         name = t.name("name", "peer name")
-        _unique(t, "name", name, seen, "peer", f" in org {org_name!r}")
+        unique(t, "name", name, seen, "peer", f" in org {org_name!r}")
         network = _network(t, org_name, known)
         region = t.text("region")
         if region is not None:
@@ -456,80 +354,6 @@ def _peers(
             raise t.fail("", "a peer needs a gateway host: give some host gateway = true")
         peers.append(PeerSpec(name, network, region))
     return tuple(peers)
-
-
-# -- creating it through the API --------------------------------------------------------------
-
-
-def populate(
-    topology: Topology, api: httpx.Client, progress: Progress | None = None
-) -> list[dict[str, Any]]:
-    """Create the topology's orgs, networks, apps and machines; return the machine records.
-
-    ``api`` is a client authenticated as admin with its base URL set; the hosts must have
-    joined already (their agents do that). Peers are not created here: a peer needs a key pair
-    and a "laptop" namespace, which is the lab's work. A refusal raises the error the API
-    names, its message saying which object was being created.
-    """
-    say = progress or (lambda _message: None)
-    machines: list[dict[str, Any]] = []
-    for org in topology.orgs:
-        _post(api, "/v1/orgs", {"name": org.name}, f"organization '{org.name}'")
-        say(f"org {org.name}")
-        base = f"/v1/orgs/{quote(org.name, safe='')}"
-        for net in org.networks:
-            _post(api, f"{base}/networks", {"name": net}, f"network '{org.name}/{net}'")
-            say(f"network {org.name}/{net}")
-        for app in org.apps:
-            body = {"name": app.name, "network": app.network}
-            _post(api, f"{base}/apps", body, f"app '{org.name}/{app.name}'")
-            say(f"app {org.name}/{app.name} (network {app.network})")
-        for spec in org.machines:
-            where = f"on host '{spec.host}'" if spec.host else f"in region '{spec.region}'"
-            what = f"a machine of app '{org.name}/{spec.app}' {where}"
-            for _ in range(spec.count):
-                machine = _post(api, f"{base}/machines", _machine_body(spec), what)
-                machines.append(machine)
-                say(_machine_line(machine))
-    return machines
-
-
-def _machine_body(spec: MachineSpec) -> dict[str, Any]:
-    body: dict[str, Any] = {"app": spec.app, "state": spec.state.value}
-    body.update({"host": spec.host} if spec.host else {"region": spec.region})
-    if spec.process_group is not None:
-        body["process_group"] = spec.process_group
-    if spec.metadata:
-        body["metadata"] = dict(spec.metadata)
-    return body
-
-
-def _machine_line(m: Mapping[str, Any]) -> str:
-    return (
-        f"machine {m.get('id')} {m.get('org')}/{m.get('app')} on {m.get('host')} "
-        f"({m.get('region')}) {m.get('address')} {m.get('state')}"
-    )
-
-
-def _post(api: httpx.Client, path: str, body: dict[str, Any], what: str) -> dict[str, Any]:
-    """POST ``body``; the created object, or the API's error naming ``what`` was created."""
-    url = str(api.base_url)
-    with translating(url):
-        answer = api.post(path, json=body)
-    if not answer.is_success:
-        error = error_from_answer(url, answer.status_code, answer.content)
-        raise type(error)(
-            f"lab: creating {what}: the control plane answered {answer.status_code}: "
-            f"{error.message}",
-            field=error.field,
-        )
-    try:
-        created = answer.json()
-    except ValueError:
-        created = None
-    if not isinstance(created, dict):
-        raise SixpnError(f"lab: creating {what}: unexpected answer {answer.text[:200]!r}")
-    return created
 
 
 # The default topology: SPEC 8's "3 hosts in 2 regions, 2 organizations, a few apps and

@@ -234,10 +234,11 @@ class Agent:
             await asyncio.sleep(endpoint.CHECK_SECONDS)
 
     def _applied(self, revision: int, moves: Moves | None) -> None:
-        """After each reconcile: what it moved (None: not known) says what to tell at once."""
+        """After each reconcile: what it moved (None: not known, as after the first run) says
+        what to tell at once."""
         if moves is None or any(moves.wg_peers):
             self._peers_changed.set()
-        if moves is None or any(moves.service_addresses) or self._last_revision is None:
+        if moves is None or any(moves.service_addresses):
             self._listen_due.set()
         self._last_revision = revision
         self._status_due.set()

@@ -14,7 +14,7 @@ import os
 import shutil
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
@@ -86,7 +86,7 @@ class Interrupted:
 
 
 @contextmanager
-def _terminate_as_exit() -> Iterator[Interrupted]:
+def _signals_as_exit() -> Iterator[Interrupted]:
     """SIGTERM unwinds like Ctrl-C, so the cleanup runs; forked helpers just exit (pyroute2
     forks to create namespaces: such a child must not run the parent's cleanup). Either is
     remembered (:class:`Interrupted`): a command that lost its exception still exits non-zero."""
@@ -111,10 +111,10 @@ def _terminate_as_exit() -> Iterator[Interrupted]:
 def bring_up(
     the_lab: Lab,
     topology: Topology,
-    say: Any = click.echo,
+    say: Callable[[str], None] = click.echo,
     *,
     store: str = "sqlite",
-    check: Any = lambda: None,
+    check: Callable[[], None] = lambda: None,
 ) -> list[dict[str, Any]]:
     """Build ``topology`` in ``the_lab`` on ``store``: hosts, agents, orgs, apps, machines (all
     wired), and the topology's peers on laptops. On any failure or interruption, everything made
@@ -198,7 +198,7 @@ def up(ctx: click.Context, topology: Path | None, store: str) -> None:
     the_lab = _lab(ctx, up=False)
     if the_lab.state is not None:
         raise LabError(f"the lab is already up in {ctx.obj} (sixpn lab status; sixpn lab down)")
-    with _terminate_as_exit() as interrupted:
+    with _signals_as_exit() as interrupted:
         bring_up(the_lab, topo, interrupted.say, store=store, check=interrupted.check)
     click.echo(summary(the_lab))
 
@@ -306,7 +306,7 @@ def peer(
 ) -> None:
     """Create WireGuard peer NAME and bring up a laptop namespace with stock wg-quick."""
     the_lab = _lab(ctx)
-    with _terminate_as_exit():
+    with _signals_as_exit():
         made = laptop.bring_up(the_lab, name, org, network, region, ephemeral=ephemeral)
     click.echo(made["created"])
     click.echo(made["wg_quick"])
@@ -333,7 +333,7 @@ def vpc_(ctx: click.Context, name: str, org: str, network: str, region: str | No
 
     _preflight()
     the_lab = _lab(ctx)
-    with _terminate_as_exit():
+    with _signals_as_exit():
         made = vpc.create(the_lab, name, org, network, region, progress=click.echo)
     click.echo(f"vpc {name} is up: peer {made['peer_address']} of {org}/{network}")
     click.echo(f"  database URL: {made['url']}")
@@ -358,7 +358,7 @@ def down(ctx: click.Context) -> None:
     if the_lab.state is None:
         click.echo(f"no lab in {ctx.obj}: nothing to take down")
         return
-    with _terminate_as_exit():
+    with _signals_as_exit():
         the_lab.down()
     click.echo(f"lab in {ctx.obj} is down: nothing of it is left")
 
@@ -373,7 +373,7 @@ def demo(ctx: click.Context, keep: bool) -> None:
     _preflight()
     if Lab(ctx.obj).state is not None:
         raise LabError(f"a lab is already up in {ctx.obj}: sixpn lab down first (or --dir)")
-    with _terminate_as_exit():
+    with _signals_as_exit():
         failed = Demo(ctx.obj, keep=keep).run()
     if failed:
         raise LabError(f"the demo: {failed} step(s) did not show what they should (above)")
